@@ -1,0 +1,103 @@
+"""The contracts between the search loop and the models.
+
+The loop never talks to a model directly: it hands a :class:`Context` (the
+question, the formatted root prompt and the steps so far) to a policy, which
+samples next steps, and to a reward model, which scores the newest step.
+Every backend (scripted, in-process llama.cpp, HTTP servers) implements these
+protocols, so the loop is the same whatever serves the models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Context:
+    """One node of the search as the models see it."""
+
+    question: str
+    prompt: str  # the root text: the question after the prompt format
+    steps: tuple[str, ...] = ()  # every step so far, oldest first; each ends with its delimiter
+
+    @property
+    def text(self) -> str:
+        """The node's full text: the prompt followed by its steps."""
+        return self.prompt + "".join(self.steps)
+
+    def child(self, step: str) -> "Context":
+        return Context(self.question, self.prompt, self.steps + (step,))
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one step: validated once, in the config."""
+
+    temperature: float = 1.0
+    max_tokens: int = 256  # per step (the reference's max_step_tokens)
+    stop: tuple[str, ...] = ()  # the step delimiter(s) of the prompt format
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One sampled step.
+
+    ``text`` includes the step delimiter when generation stopped on it, so the
+    concatenation of a node's steps is exactly what the policy saw.
+    ``prompt_tokens_computed`` / ``prompt_tokens_reused`` report the prefix
+    work of the request that produced the step (a backend that evaluates the
+    shared prefix once attributes it to the first sample of the batch).
+    """
+
+    text: str
+    num_tokens: int
+    finish_reason: str = "stop"  # "stop" (delimiter or end of text) or "length"
+    prompt_tokens_computed: int = 0
+    prompt_tokens_reused: int = 0
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Samples next steps for a node; all ``n`` samples share its prefix."""
+
+    async def generate(self, context: Context, n: int, params: SamplingParams) -> list[Step]:
+        """Return ``n`` samples of the step after ``context`` (in sample order)."""
+        ...
+
+    async def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as the policy's tokenizer counts them (the root prompt)."""
+        ...
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """Scores the newest step of each context (a process reward model)."""
+
+    async def score(self, contexts: Sequence[Context]) -> list[float | None]:
+        """One score per context, for its last step; ``None`` when the PRM gave none."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Sentence embeddings, as ``sentence_transformers.SentenceTransformer`` has them."""
+
+    def encode(self, sentences: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class BackendError(RuntimeError):
+    """A model server or backend failed in a way the user must fix.
+
+    ``where`` names the thing to look at (a URL, a model path)."""
+
+    message: str
+    where: str = ""
+    details: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.where})" if self.where else self.message

@@ -1,0 +1,100 @@
+"""Prompt formats: how a question becomes the root prompt, where a step ends,
+and how the final answer is written.
+
+The search loop only needs :meth:`PromptFormat.prompt` and
+:attr:`PromptFormat.stop`; the evaluator uses :attr:`PromptFormat.answer_style`
+to know where to read the answer. Reward backends that need the format of
+their own model (the step tag of a math-shepherd PRM, say) read
+:attr:`PromptFormat.step_tag`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LLAMA3_SYSTEM_PROMPT = (
+    "Cutting Knowledge Date: December 2023\nToday Date: 05 Jan 2025\n\n"
+    "Solve the following math problem efficiently and clearly:\n\n"
+    "- For simple problems (2 steps or fewer):\nProvide a concise solution with minimal explanation.\n\n"
+    "- For complex problems (3 steps or more):\nUse this step-by-step format:\n\n"
+    "## Step 1: [Concise description]\n[Brief explanation and calculations]\n\n"
+    "## Step 2: [Concise description]\n[Brief explanation and calculations]\n\n...\n\n"
+    "Regardless of the approach, always conclude with:\n\n"
+    "Therefore, the final answer is: $\\boxed{answer}$. I hope it is correct.\n\n"
+    "Where [answer] is just the final number or expression that solves the problem."
+)
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    name: str
+    template: str  # str.format template with {question}
+    stop: tuple[str, ...]  # step delimiters; a sampled step ends with one of them
+    answer_style: str  # "answer_is" (The answer is: X) or "boxed" (\boxed{X})
+    step_tag: str = ""  # the tag a token-logit PRM reads its score at, when the format has one
+    description: str = ""
+
+    def prompt(self, question: str) -> str:
+        return self.template.format(question=question)
+
+
+FORMATS: dict[str, PromptFormat] = {}
+
+
+def register(fmt: PromptFormat) -> PromptFormat:
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+register(PromptFormat(
+    name="raw",
+    template="{question}",
+    stop=("\n",),
+    answer_style="answer_is",
+    description="the root prompt is the question unchanged; a step is one line",
+))
+register(PromptFormat(
+    name="llemma",
+    template="{question}\n",
+    stop=("ки",),
+    answer_style="answer_is",
+    step_tag="ки",
+    description="math-shepherd style: steps end with the tag 'ки', the answer line is 'The answer is: X ки'",
+))
+register(PromptFormat(
+    name="mistral",
+    template="{question}\n",
+    stop=("ки",),
+    answer_style="answer_is",
+    step_tag="ки",
+    description="math-shepherd style, as llemma (Mistral-7B math-shepherd policy and PRM)",
+))
+register(PromptFormat(
+    name="llama",
+    template=(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + LLAMA3_SYSTEM_PROMPT.replace("{", "{{").replace("}", "}}")
+        + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
+    stop=("\n\n",),
+    answer_style="boxed",
+    description="Llama-3 instruct with the reference's system prompt: '## Step N:' steps split on blank lines, "
+                "'Therefore, the final answer is: $\\boxed{X}$'",
+))
+register(PromptFormat(
+    name="qwen",
+    template=(
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{{}}.<|im_end|>\n"
+        "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    stop=("\n\n",),
+    answer_style="boxed",
+    description="Qwen2.5-Math instruct chat: steps split on blank lines, answer in \\boxed{}",
+))
+
+
+def get_format(name: str) -> PromptFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt_format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
