@@ -1,0 +1,146 @@
+"""The search configuration: the reference's hyperparameter keys and ours, typed and checked once.
+
+The published ETS files (``hype-parameters/ets_*_math500.yaml``) load
+unchanged. A misspelled key is refused with the nearest valid key; a bad value
+is refused naming the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n")
+ILP_SOLVERS = ("highs", "cbc")
+MODEL_TYPES = ("llemma", "mistral", "llama", "qwen", "raw")
+
+
+class ConfigError(ValueError):
+    """A configuration value the user must fix; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    # --- the reference's keys (hype-parameters/*.yaml) ---
+    width: int = 16  # finished trajectories wanted per problem (N)
+    select_method: str = "softmax_costmodel"  # ETS; or softmax (REBASE), beam_search, dvts, best_of_n
+    lambdac: float = 1.0  # ETS: weight of the KV-cache cost term
+    lambdas: float = 0.0  # ETS: weight of the semantic-diversity term (needs an embedder when > 0)
+    softmax_temperature: float = 0.2  # temperature of the softmax allocation over PRM scores
+    temperature: float = 1.0  # policy sampling temperature
+    max_step_tokens: int = 256  # tokens per sampled step
+    max_tokens: int = 1024  # a trajectory with this many tokens (prompt included) is retired
+    num_threads: int = 8  # problems searched concurrently
+    store_path: str | None = None  # directory for per-problem trees (reference: answer_q{id}.json)
+    policy_model_type: str = "llemma"  # prompt format of the policy (llemma, mistral, llama, ...)
+    reward_model_type: str = "llemma"  # PRM family: picks the scoring adapter
+    fixedwidth: int = -1  # beam_search / dvts: beams or subtrees; <= 0 means ceil(sqrt(width))
+    # --- ours ---
+    prompt_format: str | None = None  # how the question becomes the prompt; None: policy_model_type's format
+    ilp_solver: str = "highs"  # ETS integer program: highs (in-process) or cbc (PuLP, the reference's)
+    max_depth: int = 25  # rounds of selection and expansion (the reference's hard limit)
+    seed: int | None = None  # sampling seed for backends that take one
+    embed_model: str | None = None  # sentence-transformers model for lambdas > 0; None: the built-in one
+
+    def __post_init__(self) -> None:
+        _check_int(self, "width", minimum=1)
+        _check_choice(self, "select_method", SELECT_METHODS)
+        _check_number(self, "lambdac", minimum=0.0)
+        _check_number(self, "lambdas", minimum=0.0)
+        _check_number(self, "softmax_temperature", minimum=0.0, exclusive=True)
+        _check_number(self, "temperature", minimum=0.0)
+        _check_int(self, "max_step_tokens", minimum=1)
+        _check_int(self, "max_tokens", minimum=1)
+        _check_int(self, "num_threads", minimum=1)
+        _check_int(self, "fixedwidth")
+        _check_int(self, "max_depth", minimum=1)
+        _check_choice(self, "ilp_solver", ILP_SOLVERS)
+        from ets.formats import FORMATS
+
+        if self.prompt_format is not None:
+            _check_choice(self, "prompt_format", tuple(FORMATS))
+        elif self.policy_model_type not in FORMATS:
+            raise ConfigError(
+                f"policy_model_type: {self.policy_model_type!r} has no prompt format; "
+                f"set prompt_format to one of {', '.join(sorted(FORMATS))}"
+            )
+        for key in ("store_path", "embed_model", "policy_model_type", "reward_model_type"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key}: expected a string, got {value!r}")
+
+    @property
+    def format_name(self) -> str:
+        return self.prompt_format or self.policy_model_type
+
+    @property
+    def num_subtrees(self) -> int:
+        """beam_search / dvts: the fixed number of beams or subtrees, or 0 when derived from the width."""
+        return self.fixedwidth if self.fixedwidth > 0 else 0
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "SearchConfig":
+        known = set(cls.keys())
+        for key in data:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(known))}"
+                raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SearchConfig":
+        import yaml
+
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of hyperparameter keys, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_int(cfg: SearchConfig, key: str, minimum: int | None = None) -> None:
+    value = getattr(cfg, key)
+    if isinstance(value, float) and value.is_integer():
+        object.__setattr__(cfg, key, int(value))
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+
+
+def _check_number(cfg: SearchConfig, key: str, minimum: float, exclusive: bool = False) -> None:
+    value = getattr(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if value < minimum or (exclusive and value == minimum):
+        bound = f"> {minimum}" if exclusive else f">= {minimum}"
+        raise ConfigError(f"{key}: must be {bound}, got {value}")
+    object.__setattr__(cfg, key, float(value))
+
+
+def _check_choice(cfg: SearchConfig, key: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, key)
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")

@@ -1,0 +1,12 @@
+"""REBASE (``softmax``): every candidate gets a softmax share of the width."""
+
+from __future__ import annotations
+
+from ets.selection.common import SelectionParams, softmax_allocation
+from ets.tree import Tree
+
+
+def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
+    scores = [tree[c].score for c in candidates]
+    order, counts = softmax_allocation(scores, width, params.softmax_temperature)
+    return {candidates[i]: n for i, n in zip(order, counts)}
