@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from ets.config import ConfigError, SearchConfig
+from ets.search import SearchError, SearchResult, search
 from ets.tree import Tree
 
-__all__ = ["ConfigError", "SearchConfig", "Tree", "__version__"]
+__all__ = ["ConfigError", "SearchConfig", "SearchError", "SearchResult", "Tree", "search", "__version__"]

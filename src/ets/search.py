@@ -1,0 +1,118 @@
+"""One problem's tree search (SPEC section 1), asynchronous.
+
+All expansions of a depth run concurrently; the loop reaches the models only
+through the policy / reward protocols and the optional embedder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ets.backends.base import Context, Embedder, Policy, Reward, SamplingParams, Step
+from ets.config import SearchConfig
+from ets.formats import get_format
+from ets.selection import allocate
+from ets.selection.common import SelectionParams
+from ets.stats import SearchStats
+from ets.tree import Tree
+
+# Selection methods heavy enough to run off the event loop (an ILP, sentence embeddings).
+THREADED_METHODS = {"softmax_costmodel"}
+
+
+class SearchError(RuntimeError):
+    """A search could not go on; the message names the problem and the node."""
+
+
+@dataclass
+class SearchResult:
+    question: str
+    tree: Tree
+    stats: SearchStats
+    answers: list[dict[str, Any]] = field(default_factory=list)  # {text, steps, step_scores}
+    problem_id: Any = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.stats.tokens_generated
+
+
+def sampling_params(config: SearchConfig) -> SamplingParams:
+    fmt = get_format(config.format_name)
+    return SamplingParams(
+        temperature=config.temperature, max_tokens=config.max_step_tokens, stop=fmt.stop, seed=config.seed
+    )
+
+
+async def search(
+    question: str,
+    config: SearchConfig,
+    *,
+    policy: Policy,
+    reward: Reward,
+    embedder: Embedder | None = None,
+    problem_id: Any = None,
+) -> SearchResult:
+    """Search one problem; return its finished trajectories, tree and statistics."""
+    started = time.perf_counter()
+    fmt = get_format(config.format_name)
+    prompt = fmt.prompt(question)
+    tree = Tree.with_root(prompt, await policy.count_tokens(prompt))
+    stats = SearchStats()
+    params = sampling_params(config)
+    selection = SelectionParams.of(config)
+    where = f"problem {problem_id!r}" if problem_id is not None else "problem"
+
+    async def expand(node_id: int, k: int) -> tuple[list[Step], list[float | None]]:
+        node = tree[node_id]
+        context = Context(question, prompt, node.steps)
+        steps = await policy.generate(context, k, params)
+        if len(steps) != k:
+            raise SearchError(f"{where}, node {node_id}: the policy returned {len(steps)} samples, {k} were asked for")
+        scores = await reward.score([context.child(s.text) for s in steps])
+        return steps, scores
+
+    remaining = config.width
+    for depth in range(config.max_depth):
+        candidates = []
+        for node in tree.at_depth(depth):
+            if tree.is_retired(node.id, config.max_tokens):
+                remaining -= 1
+            else:
+                candidates.append(node.id)
+        if remaining <= 0 or not candidates:
+            break
+
+        stats.kv_cache_size += tree.kv_size(candidates)
+        if config.select_method in THREADED_METHODS:
+            alloc = await asyncio.to_thread(allocate, config.select_method, tree, candidates, remaining, selection, embedder)
+        else:
+            alloc = allocate(config.select_method, tree, candidates, remaining, selection, embedder)
+        expansions = [(node_id, k) for node_id, k in alloc.items() if k >= 1]
+        results = await asyncio.gather(*(expand(node_id, k) for node_id, k in expansions))
+
+        # children join the tree in expansion order, whatever order they finished in
+        for (parent_id, _), (steps, scores) in zip(expansions, results):
+            stats.expansions += 1
+            for sample, (step, score) in enumerate(zip(steps, scores)):
+                stats.model_calls += 1
+                stats.tokens_generated += step.num_tokens
+                stats.prompt_tokens_computed += step.prompt_tokens_computed
+                stats.prompt_tokens_reused += step.prompt_tokens_reused
+                if score is None:
+                    raise SearchError(
+                        f"{where}, child {sample} of node {parent_id}: the reward model returned no score "
+                        f"for step {step.text[:60]!r} (check the PRM and its prompt format)"
+                    )
+                tree.add_child(parent_id, step.text, score, step.num_tokens)
+
+    answers = [
+        {"text": node.text, "steps": list(node.steps), "step_scores": tree.path_scores(node.id)}
+        for node in tree.nodes
+        if node.leaf
+    ]
+    stats.time = time.perf_counter() - started
+    return SearchResult(question=question, tree=tree, stats=stats, answers=answers, problem_id=problem_id)
