@@ -65,3 +65,21 @@ def toy_world(answer_depth: int = 3) -> tuple[ScriptedPolicy, ScriptedReward]:
         return round(_unit("s", question, *steps), 6)
 
     return ScriptedPolicy(step_fn), ScriptedReward(score_fn)
+
+
+class HashingEmbedder:
+    """Bag-of-words embeddings by feature hashing: a model-free embedder for the
+    toy world and tests (identical word multisets embed identically)."""
+
+    def __init__(self, dim: int = 64):
+        self.dim = dim
+
+    def encode(self, sentences: list[str], **_: object):
+        import numpy as np
+
+        out = np.zeros((len(sentences), self.dim))
+        for row, sentence in enumerate(sentences):
+            for word in sentence.lower().split():
+                out[row, int(_unit("e", word) * self.dim)] += 1.0
+            out[row, 0] += 1e-6  # never an all-zero vector (cosine distance needs a norm)
+        return out

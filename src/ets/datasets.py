@@ -1,0 +1,132 @@
+"""Problems in: local .jsonl / .json / .parquet files, built-in sets by name, hub datasets.
+
+Every record is checked before any search starts; a bad one is refused with
+``file:line`` and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+# field names understood for the question and its ground truth, first match wins
+QUESTION_FIELDS = ("problem", "question", "Problem", "Question", "input")
+ANSWER_FIELDS = ("answer", "Answer", "solution", "target", "output")
+
+
+class DatasetError(ValueError):
+    """A dataset the user must fix; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: int
+    question: str
+    answer: Any  # the ground truth as the dataset has it (GSM8K: the solution ending '#### N')
+    record: dict
+
+
+def _records_jsonl(path: Path) -> Iterable[tuple[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg}); expected one JSON object per line") from None
+
+
+def _records_json(path: Path) -> Iterable[tuple[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if isinstance(data, dict):  # {"data": [...]} or {"test": [...]}
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DatasetError(f"{path}: expected a JSON list of problems (or an object holding one list)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON list of problems")
+    for index, record in enumerate(data):
+        yield f"{path}[{index}]", record
+
+
+def _records_parquet(path: Path) -> Iterable[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DatasetError(f"{path}: reading parquet needs pyarrow: pip install pyarrow") from None
+    for index, record in enumerate(pq.read_table(path).to_pylist()):
+        yield f"{path}[row {index}]", record
+
+
+def _records_hub(name: str, split: str) -> Iterable[tuple[str, Any]]:
+    try:
+        import datasets
+    except ImportError:
+        raise DatasetError(
+            f"{name!r} is not a local file or a built-in set; loading it from the hub needs `pip install datasets`"
+        ) from None
+    try:
+        rows = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # the hub library raises many kinds
+        raise DatasetError(f"{name!r}: not a local file or built-in set, and the hub did not give it: {exc}") from None
+    for index, record in enumerate(rows):
+        yield f"{name}[{split}][{index}]", record
+
+
+def resolve(path_or_name: str) -> Path | None:
+    """A local path, or the file of a built-in set (gsm8k, math500, ...); None if neither."""
+    path = Path(path_or_name)
+    if path.exists():
+        return path
+    from ets import models
+
+    if path_or_name.lower() in models.BUILTIN_DATASETS:
+        return models.builtin_dataset_path(path_or_name)
+    return None
+
+
+def parse_record(where: str, record: Any, index: int) -> Problem:
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a JSON object with a 'problem' or 'question' field, got {type(record).__name__}")
+    question = next((record[f] for f in QUESTION_FIELDS if f in record), None)
+    body = record.get("Body", record.get("body"))
+    if isinstance(body, str) and isinstance(question, str):  # SVAMP / ASDiv: a story and its question
+        question = f"{body.strip()} {question.strip()}"
+    if not isinstance(question, str) or not question.strip():
+        raise DatasetError(
+            f"{where}: no problem text; expected a non-empty string field 'problem' (MATH500) or 'question' (GSM8K), "
+            f"found fields {sorted(record)}"
+        )
+    answer = next((record[f] for f in ANSWER_FIELDS if f in record), None)
+    return Problem(id=index, question=question, answer=answer, record=record)
+
+
+def load_problems(path_or_name: str, num_samples: int | None = None, split: str = "test") -> list[Problem]:
+    """All problems of a dataset (the first ``num_samples``), checked before any work starts."""
+    path = resolve(path_or_name)
+    if path is None:
+        if Path(path_or_name).suffix in {".jsonl", ".json", ".parquet"}:
+            raise DatasetError(f"dataset file not found: {path_or_name}")
+        records = _records_hub(path_or_name, split)
+    elif path.suffix == ".jsonl":
+        records = _records_jsonl(path)
+    elif path.suffix == ".json":
+        records = _records_json(path)
+    elif path.suffix == ".parquet":
+        records = _records_parquet(path)
+    else:
+        raise DatasetError(f"{path}: unknown dataset format {path.suffix!r}; expected .jsonl, .json or .parquet")
+    problems = []
+    for where, record in records:
+        if num_samples is not None and len(problems) >= num_samples:
+            break
+        problems.append(parse_record(where, record, len(problems)))
+    if not problems:
+        raise DatasetError(f"{path or path_or_name}: no problems found")
+    return problems
