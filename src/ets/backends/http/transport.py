@@ -1,0 +1,265 @@
+"""One or several model servers behind a single async JSON client.
+
+:class:`HostPool` is what every HTTP backend talks through. It
+
+* bounds the requests in flight (one semaphore for the whole pool),
+* spreads requests over the hosts: a request with an ``affinity`` key (the
+  question of the problem, say) goes to the same host as long as that host is
+  not busier than the least busy one by more than ``imbalance`` requests, so a
+  problem's tree stays in one server's prefix cache; otherwise to the least
+  busy host,
+* retries connection errors, timeouts, HTTP 5xx and 429 with exponential
+  backoff (and jitter), moving to another host when there is one, and marks a
+  failing host down for a short while,
+* turns what is left into a :class:`~ets.backends.base.BackendError` naming
+  the URL, after a bounded number of attempts: a dead server never hangs a run.
+
+The ``httpx.AsyncClient`` is made per event loop, so a pool built outside a
+loop (by the CLI, say) works inside ``asyncio.run`` and in successive loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ets.backends.base import BackendError
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def normalize_url(url: str) -> str:
+    """``host:port`` or ``http://host:port/`` -> ``http://host:port``."""
+    url = url.strip()
+    if not url:
+        raise ValueError("empty server URL")
+    if "://" not in url:
+        url = "http://" + url
+    return url.rstrip("/")
+
+
+def split_hosts(hosts: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Accept one URL, a comma-separated list, or a list of either."""
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    out: list[str] = []
+    for item in hosts:
+        out.extend(normalize_url(part) for part in str(item).split(",") if part.strip())
+    if not out:
+        raise ValueError("no server URL given")
+    return list(dict.fromkeys(out))  # unique, in order
+
+
+@dataclass
+class PoolStats:
+    """Counters a test (or a log line) can read."""
+
+    requests: int = 0  # logical requests made through the pool
+    attempts: int = 0  # HTTP attempts, retries included
+    retries: int = 0  # attempts after the first, over all requests
+    failures: int = 0  # requests that ended in BackendError
+    per_host: dict[str, int] = field(default_factory=dict)  # successful requests per host
+
+
+class HostPool:
+    """Async JSON requests to one or several equivalent servers."""
+
+    def __init__(
+        self,
+        hosts: str | list[str],
+        *,
+        what: str = "model",
+        timeout: float = 120.0,
+        connect_timeout: float = 5.0,
+        max_concurrency: int = 64,
+        retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 8.0,
+        down_for: float = 5.0,
+        imbalance: int = 4,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.hosts = split_hosts(hosts)
+        self.what = what
+        self.timeout = float(timeout)
+        self.connect_timeout = float(min(connect_timeout, timeout))
+        self.max_concurrency = int(max_concurrency)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.backoff_max = float(backoff_max)
+        self.down_for = float(down_for)
+        self.imbalance = int(imbalance)
+        self.stats = PoolStats()
+        self._transport = transport  # tests inject httpx.MockTransport
+        self._inflight = {h: 0 for h in self.hosts}
+        self._down_until = {h: 0.0 for h in self.hosts}
+        self._rr = 0
+        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._sems: dict[int, asyncio.Semaphore] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def _loop_key(self) -> int:
+        return id(asyncio.get_running_loop())
+
+    def client(self) -> httpx.AsyncClient:
+        key = self._loop_key()
+        client = self._clients.get(key)
+        if client is None or client.is_closed:
+            # drop clients of loops that are gone; they cannot be closed from here
+            self._clients = {k: c for k, c in self._clients.items() if k == key}
+            limits = httpx.Limits(max_connections=self.max_concurrency + 8,
+                                  max_keepalive_connections=self.max_concurrency + 8)
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                limits=limits,
+                transport=self._transport,
+                trust_env=False,  # a model server on loopback must not go through a proxy
+            )
+            self._clients[key] = client
+        return client
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        key = self._loop_key()
+        sem = self._sems.get(key)
+        if sem is None:
+            self._sems = {key: asyncio.Semaphore(self.max_concurrency)}
+            sem = self._sems[key]
+        return sem
+
+    async def aclose(self) -> None:
+        try:
+            key = self._loop_key()
+        except RuntimeError:
+            return
+        client = self._clients.pop(key, None)
+        if client is not None:
+            await client.aclose()
+
+    def pick(self, affinity: str | None = None, exclude: frozenset[str] = frozenset()) -> str:
+        """The host for the next request (see the module docstring)."""
+        now = time.monotonic()
+        live = [h for h in self.hosts if h not in exclude and self._down_until[h] <= now]
+        if not live:
+            live = [h for h in self.hosts if h not in exclude] or list(self.hosts)
+        if len(live) == 1:
+            return live[0]
+        least = min(self._inflight[h] for h in live)
+        if affinity is not None:
+            preferred = self.hosts[zlib.crc32(affinity.encode("utf-8")) % len(self.hosts)]
+            if preferred in live and self._inflight[preferred] <= least + self.imbalance:
+                return preferred
+        idle = [h for h in live if self._inflight[h] == least]
+        self._rr += 1
+        return idle[self._rr % len(idle)]
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self.backoff_max, self.backoff * (2 ** attempt))
+        return base * (0.5 + random.random() / 2)
+
+    # ------------------------------------------------------------------ requests
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        affinity: str | None = None,
+        host: str | None = None,
+        retries: int | None = None,
+    ) -> tuple[str, Any]:
+        """Send one JSON request; return ``(host, decoded JSON body)``.
+
+        ``host`` pins the request to one server (no failover). Raises
+        :class:`BackendError` naming the URL on a 4xx answer at once, and after
+        ``retries`` further attempts on connection errors, timeouts, 5xx, 429.
+        """
+        retries = self.retries if retries is None else retries
+        self.stats.requests += 1
+        tried: list[str] = []
+        last_error = ""
+        last_url = ""
+        async with self._semaphore():
+            for attempt in range(retries + 1):
+                if host is not None:
+                    target = host
+                else:
+                    # move away from hosts that failed this request, while others remain
+                    target = self.pick(affinity, exclude=frozenset(tried) if len(tried) < len(self.hosts) else frozenset())
+                url = target + path
+                last_url = url
+                tried.append(target)
+                self.stats.attempts += 1
+                if attempt:
+                    self.stats.retries += 1
+                self._inflight[target] += 1
+                try:
+                    response = await self.client().request(method, url, json=json)
+                except httpx.TimeoutException as exc:
+                    last_error = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
+                    self._down_until[target] = time.monotonic() + self.down_for
+                except httpx.TransportError as exc:
+                    last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    self._down_until[target] = time.monotonic() + self.down_for
+                else:
+                    if response.status_code < 400:
+                        try:
+                            body = response.json()
+                        except ValueError:
+                            self.stats.failures += 1
+                            raise BackendError(
+                                f"{self.what} server answered {method} {path} with something that is not JSON: "
+                                f"{response.text[:200]!r}", where=url) from None
+                        self._down_until[target] = 0.0
+                        self.stats.per_host[target] = self.stats.per_host.get(target, 0) + 1
+                        return target, body
+                    if response.status_code not in RETRY_STATUS:
+                        self.stats.failures += 1
+                        raise BackendError(
+                            f"{self.what} server refused {method} {path}: HTTP {response.status_code}: "
+                            f"{_error_text(response)}",
+                            where=url,
+                            details={"status": response.status_code},
+                        )
+                    last_error = f"HTTP {response.status_code}: {_error_text(response)}"
+                finally:
+                    self._inflight[target] -= 1
+                if attempt < retries:
+                    await asyncio.sleep(self._delay(attempt))
+        self.stats.failures += 1
+        hosts = ", ".join(dict.fromkeys(tried))
+        raise BackendError(
+            f"{self.what} server failed {method} {path} after {retries + 1} attempt(s); last error: {last_error}"
+            + (f" (tried {hosts})" if len(set(tried)) > 1 else ""),
+            where=last_url,
+            details={"attempts": retries + 1, "hosts": list(dict.fromkeys(tried))},
+        )
+
+    async def post(self, path: str, json: Any, **kw: Any) -> tuple[str, Any]:
+        return await self.request("POST", path, json=json, **kw)
+
+    async def get(self, path: str, **kw: Any) -> tuple[str, Any]:
+        return await self.request("GET", path, **kw)
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The server's own error message, short."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body.get("message", body)))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return str(err)[:300]
+    return str(body)[:300]

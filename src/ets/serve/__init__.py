@@ -1,0 +1,1 @@
+"""Starting model servers (``ets serve``) and our PRM server."""

@@ -1,0 +1,127 @@
+"""``ets serve reward``: an HTTP PRM server around any in-process Reward.
+
+The JSON API (what :class:`ets.backends.http.reward.EtsReward` speaks):
+
+* ``GET /health`` -> ``{"status": "ok"}``
+* ``GET /info`` -> ``{"server": "ets-reward", "model": NAME, "reward_model_type": TYPE, "version": V}``
+* ``GET /v1/models`` -> ``{"object": "list", "data": [{"id": NAME, "object": "model", "owned_by": "ets"}]}``
+* ``POST /score`` ``{"contexts": [{"question": Q, "prompt": P, "steps": [S1, S2, ...]}, ...]}``
+  -> ``{"model": NAME, "scores": [score of the last step of each context, or null]}``
+
+Requests are scored one batch at a time (an in-process llama.cpp model is not
+re-entrant); concurrent requests queue. Binds 127.0.0.1 unless told otherwise.
+
+Run it: ``ets serve reward [--model PRM.gguf] [--port 8012]``, or
+``python -m ets.serve.reward_server --port 8012`` (same flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+from typing import Any
+
+from ets.backends.base import Context, Reward
+
+MAX_CONTEXTS = 1024  # per request
+
+
+def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type: str = "",
+               max_contexts: int = MAX_CONTEXTS):
+    """A FastAPI app serving ``reward`` (any object with ``async score(contexts)``)."""
+    from fastapi import FastAPI, HTTPException
+    from pydantic import BaseModel, Field
+
+    from ets import __version__
+
+    class ContextIn(BaseModel):
+        question: str
+        prompt: str
+        steps: list[str] = Field(default_factory=list)
+
+    class ScoreRequest(BaseModel):
+        contexts: list[ContextIn]
+
+    app = FastAPI(title="ets reward server", version=__version__)
+    lock = asyncio.Lock()
+    info = {"server": "ets-reward", "model": model_name, "reward_model_type": reward_model_type,
+            "version": __version__}
+    app.state.reward = reward
+    app.state.requests = 0
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def get_info() -> dict[str, Any]:
+        return info
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "ets"}]}
+
+    @app.post("/score")
+    async def score(req: ScoreRequest) -> dict[str, Any]:
+        if len(req.contexts) > max_contexts:
+            raise HTTPException(status_code=413, detail=f"at most {max_contexts} contexts per request")
+        contexts = [Context(c.question, c.prompt, tuple(c.steps)) for c in req.contexts]
+        app.state.requests += 1
+        async with lock:
+            try:
+                scores = await reward.score(contexts)
+            except Exception as exc:  # the client retries 5xx; say what broke
+                raise HTTPException(status_code=500, detail=f"reward model failed: {type(exc).__name__}: {exc}")
+        if len(scores) != len(contexts):
+            raise HTTPException(status_code=500, detail=f"reward model gave {len(scores)} scores "
+                                                        f"for {len(contexts)} contexts")
+        out = [None if s is None or not math.isfinite(float(s)) else float(s) for s in scores]
+        return {"model": model_name, "scores": out}
+
+    return app
+
+
+def builtin_reward(model_path: str | None = None) -> tuple[Reward, str]:
+    """The built-in CPU PRM (llama.cpp, in-process) and its display name."""
+    from ets.backends.llamacpp import LlamaCppJudge
+
+    reward = LlamaCppJudge(model_path=model_path)
+    path = getattr(reward, "model_path", None) or model_path or "builtin"
+    return reward, str(path).rstrip("/").split("/")[-1]
+
+
+def serve(reward: Reward, *, host: str = "127.0.0.1", port: int = 8012, model_name: str = "ets-prm",
+          reward_model_type: str = "", log_level: str = "warning", on_ready=None) -> None:
+    """Run the server in the foreground until interrupted."""
+    import uvicorn
+
+    app = create_app(reward, model_name=model_name, reward_model_type=reward_model_type)
+    if on_ready is not None:
+        app.add_event_handler("startup", on_ready)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="PRM model file (GGUF); default: the built-in CPU model")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=8012)
+    parser.add_argument("--served-model-name", dest="served_model_name", default=None,
+                        help="model name the server reports (default: the model file's name)")
+    parser.add_argument("--log-level", dest="log_level", default="warning")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ets.serve.reward_server", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    reward, name = builtin_reward(args.model)
+    url = f"http://{args.host}:{args.port}"
+    serve(reward, host=args.host, port=args.port, model_name=args.served_model_name or name,
+          log_level=args.log_level, on_ready=lambda: print(f"ets reward server ready at {url}", flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
