@@ -1,0 +1,152 @@
+"""``ets evaluate`` and ``ets report``.
+
+``ets evaluate`` takes the arguments of the reference's ``math_evaluate.py``,
+so its published ``evaluate.sh`` runs with ``ets evaluate`` in its place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES
+
+_TRUE = {"true", "1", "yes", "y", "t", "on"}
+_FALSE = {"false", "0", "no", "n", "f", "off", "none"}
+
+
+def parse_bool(value: str) -> bool:
+    """``True``/``False`` (any case, also 1/0, yes/no). Unlike the reference,
+    whose ``type=bool`` reads the string ``False`` as true, ``False`` means false."""
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="accuracy of an answers.json (best-of-N or majority vote), as the reference's math_evaluate.py",
+        description=(
+            "Accuracy of an answers.json under best-of-N (--agg_func min|prod|mean|last) or majority vote "
+            "(--agg_func majority_vote, weighted by --weight_agg when --weighted True). The arguments are "
+            "those of the reference's math_evaluate.py; ties are broken as it breaks them."
+        ),
+    )
+    p.add_argument("--path", required=True, help="answers.json, or a run directory holding one")
+    p.add_argument("--agg_func", choices=SELECT_NAMES,
+                   help="best-of-N by this aggregate of the step scores, or majority_vote "
+                        "(required unless --all)")
+    p.add_argument("--weighted", type=parse_bool, default=False, metavar="{True,False}",
+                   help="weight each vote by the --weight_agg aggregate of its step scores (majority_vote only)")
+    p.add_argument("--weight_agg", choices=AGG_NAMES, help="aggregate used as the vote weight")
+    p.add_argument("--model_type", default="llemma",
+                   help="prompt format of the answers: llemma / mistral (The answer is: X ки, the reference's "
+                        "rule), llama / qwen (\\boxed{X}), raw, ... (default: llemma)")
+    p.add_argument("--output_path", help="append the result to this text file, as the reference does")
+    p.add_argument("--all", action="store_true",
+                   help="report every setting (best-of-N by each aggregate, unweighted and weighted votes)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (its 'accuracy' field is the figure; with --all, 'accuracy' "
+                        "maps each setting to its figure)")
+    p.add_argument("--per_problem", action="store_true",
+                   help="with --json, list each problem's picked answer and verdict")
+    p.set_defaults(func=run_evaluate)
+
+    r = subparsers.add_parser(
+        "report",
+        help="table and plots of accuracy and cost over runs (methods x widths)",
+        description=(
+            "For run directories (or sweep directories holding width_* runs): one table, Markdown and CSV, of "
+            "accuracy under best-of-N and (weighted) majority vote for each aggregate, with KV-cache size, prefix "
+            "tokens reused, tokens generated, model calls and time; and plots of accuracy against width, KV-cache "
+            "size and tokens generated, one line per method."
+        ),
+    )
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or sweep directories")
+    r.add_argument("--output", "-o", default="report", help="directory to write the report into (default: report)")
+    r.add_argument("--model_type", default=None,
+                   help="prompt format of the answers (default: each run's prompt_format from run.json, else llemma)")
+    r.add_argument("--metric", default="majority_vote/weighted/last",
+                   choices=[s.name for s in ALL_SETTINGS],
+                   help="the accuracy the plots show (default: majority_vote/weighted/last)")
+    r.add_argument("--json", action="store_true", help="print the table rows as JSON")
+    r.set_defaults(func=run_report)
+
+
+def _error(message: str) -> int:
+    print(f"ets: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_evaluate(args) -> int:
+    from ets.evaluate.aggregate import Setting
+    from ets.evaluate.answers import AnswersFileError, load_answers
+    from ets.evaluate.evaluator import evaluate_settings
+    from ets.evaluate.extract import answer_style
+
+    if args.all:
+        settings = list(ALL_SETTINGS)
+    elif args.agg_func is None:
+        return _error("--agg_func is required (min, prod, mean, last or majority_vote), or give --all")
+    else:
+        weighted = args.weighted and args.agg_func == "majority_vote"
+        if weighted and args.weight_agg is None:
+            return _error("--weighted True needs --weight_agg (min, prod, mean or last)")
+        settings = [Setting(args.agg_func, weighted, args.weight_agg if weighted else None)]
+    if answer_style(args.model_type) == "auto":
+        print(f"ets: warning: unknown --model_type {args.model_type!r}; reading 'The answer is: X', "
+              "then \\boxed{X}", file=sys.stderr)
+    try:
+        problems = load_answers(args.path)
+        results = evaluate_settings(problems, settings, args.model_type)
+    except (AnswersFileError, ValueError) as exc:
+        return _error(str(exc))
+
+    if args.output_path:
+        with open(args.output_path, "a", encoding="utf-8") as f:
+            for setting in settings:  # the reference's lines
+                res = results[setting.name]
+                weighted = setting.weighted if args.all else args.weighted
+                f.write(f"\nagg_function {setting.agg_func} weighted: {weighted} \n"
+                        f" accuracy: {str(res.accuracy)}")
+    if args.json:
+        if args.all:
+            out = {
+                "path": args.path,
+                "model_type": args.model_type,
+                "total": next(iter(results.values())).total,
+                "accuracy": {name: res.accuracy for name, res in results.items()},
+                "num_correct": {name: res.num_correct for name, res in results.items()},
+            }
+            if args.per_problem:
+                out["problems"] = {name: res.to_dict(True)["problems"] for name, res in results.items()}
+        else:
+            out = {"path": args.path, **results[settings[0].name].to_dict(args.per_problem)}
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        for name, res in results.items():
+            label = f"{name}: " if args.all else ""
+            print(f"{label}{res.accuracy} ({res.num_correct}/{res.total} correct)")
+    return 0
+
+
+def run_report(args) -> int:
+    from ets.evaluate.answers import AnswersFileError
+    from ets.evaluate.report import ReportError, build_report
+
+    try:
+        report = build_report(args.runs, args.output, model_type=args.model_type, metric=args.metric)
+    except (ReportError, AnswersFileError, ValueError) as exc:
+        return _error(str(exc))
+    if args.json:
+        print(json.dumps(report.rows_as_dicts(), ensure_ascii=False))
+    else:
+        print(report.markdown)
+        for path in report.files:
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
