@@ -46,6 +46,11 @@ def register(subparsers) -> None:
                             "sglang --mem-fraction-static); leave room for a colocated embedder")
         p.add_argument("--served-model-name", dest="served_model_name", default=None,
                        help="name the server reports in /v1/models (what --policy_model / --reward_model check)")
+        if role == "reward":
+            p.add_argument("--prompt-format", dest="prompt_format", default=None,
+                           help="ets engine: prompt format of the policy whose steps are scored")
+            p.add_argument("--prm-mode", dest="prm_mode", choices=("judge", "step_tag", "rlhflow"), default=None,
+                           help="ets engine: judge (Yes/No, the CPU default), step_tag (math-shepherd), rlhflow")
         p.add_argument("--n-ctx", dest="n_ctx", type=int, default=4096, help="context length (llamacpp)")
         p.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the server to answer")
         p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the command and exit")
@@ -105,6 +110,10 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
             cmd += ["--model", model]
         if args.served_model_name:
             cmd += ["--served-model-name", args.served_model_name]
+        if getattr(args, "prompt_format", None):
+            cmd += ["--prompt-format", args.prompt_format]
+        if getattr(args, "prm_mode", None):
+            cmd += ["--prm-mode", args.prm_mode]
     else:  # argparse choices keep us from here
         raise SystemExit(f"unknown engine {engine!r}")
     return cmd + extra, env
@@ -146,11 +155,37 @@ def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float, path: st
     raise TimeoutError(f"the server did not answer at {url}{path} within {timeout:g}s ({last})")
 
 
+ENGINE_MODULES = {
+    "vllm": ("vllm", "vLLM", "pip install vllm"),
+    "sglang": ("sglang", "SGLang", 'pip install "sglang[all]"'),
+    "llamacpp": ("llama_cpp.server", "llama-cpp-python's server", 'pip install "llama-cpp-python[server]"'),
+    "ets": ("fastapi", "the ets reward server (FastAPI, uvicorn)", 'pip install "ets[serve]"'),
+}
+
+
+def missing_engine(engine: str) -> str | None:
+    """A message when the engine's Python package is not importable here, else None."""
+    import importlib.util
+
+    module, name, hint = ENGINE_MODULES[engine]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if engine == "ets" and found:
+        found = importlib.util.find_spec("uvicorn") is not None
+    return None if found else f"{name} is not installed in {sys.executable}: {hint}"
+
+
 def run(args: argparse.Namespace) -> int:
     cmd, env = build_command(args)
     if args.dry_run:
         print(format_command(cmd, env))
         return 0
+    problem = missing_engine(args.engine)
+    if problem:
+        print(f"ets serve: {problem}", file=sys.stderr)
+        return 1
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"ets serve: warning: binding {args.host}: the server is reachable from other machines",
               file=sys.stderr)

@@ -83,11 +83,20 @@ def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type
     return app
 
 
-def builtin_reward(model_path: str | None = None) -> tuple[Reward, str]:
-    """The built-in CPU PRM (llama.cpp, in-process) and its display name."""
-    from ets.backends.llamacpp import LlamaCppJudge
+def builtin_reward(model_path: str | None = None, *, prompt_format: str | None = None,
+                   mode: str | None = None) -> tuple[Reward, str]:
+    """The in-process token-logit PRM (llama.cpp) and its display name.
 
-    reward = LlamaCppJudge(model_path=model_path)
+    No model: the built-in CPU judge (the small instruct model answering Yes/No).
+    ``mode`` (judge, step_tag, rlhflow) and ``prompt_format`` are those of
+    :class:`ets.backends.llamacpp.TokenLogitPRM`.
+    """
+    from ets.backends.llamacpp import DEFAULT_FORMAT, TokenLogitPRM
+
+    kwargs = {"format": prompt_format or DEFAULT_FORMAT}
+    if mode is not None or model_path is None:
+        kwargs["mode"] = mode or "judge"
+    reward = TokenLogitPRM(model_path, **kwargs)
     path = getattr(reward, "model_path", None) or model_path or "builtin"
     return reward, str(path).rstrip("/").split("/")[-1]
 
@@ -109,6 +118,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8012)
     parser.add_argument("--served-model-name", dest="served_model_name", default=None,
                         help="model name the server reports (default: the model file's name)")
+    parser.add_argument("--prompt-format", dest="prompt_format", default=None,
+                        help="prompt format of the policy whose steps are scored (default: the CPU models' format)")
+    parser.add_argument("--prm-mode", dest="prm_mode", choices=("judge", "step_tag", "rlhflow"), default=None,
+                        help="how the PRM reads a step: judge (Yes/No self-evaluation, the CPU default), "
+                             "step_tag (math-shepherd '+'/'-' at the tag), rlhflow (Llama-3 chat '+'/'-')")
     parser.add_argument("--log-level", dest="log_level", default="warning")
 
 
@@ -116,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ets.serve.reward_server", description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    reward, name = builtin_reward(args.model)
+    reward, name = builtin_reward(args.model, prompt_format=args.prompt_format, mode=args.prm_mode)
     url = f"http://{args.host}:{args.port}"
     serve(reward, host=args.host, port=args.port, model_name=args.served_model_name or name,
-          log_level=args.log_level, on_ready=lambda: print(f"ets reward server ready at {url}", flush=True))
+          reward_model_type=getattr(reward, "mode", ""), log_level=args.log_level, on_ready=lambda: print(f"ets reward server ready at {url}", flush=True))
     return 0
 
 
