@@ -1,0 +1,344 @@
+"""``ets report``: one table and three plots over runs of several methods and
+widths (the figures of the ETS paper, for the user's own runs).
+
+A run directory holds ``answers.json``, ``stats.log`` and (for runs of
+``ets run``) ``run.json``; a sweep directory holds run directories named
+``width_N``. Runs are grouped by ``config.select_method`` (``unknown`` for a
+reference run without ``run.json``, whose width is read from its directory
+name, e.g. ``width_16`` or ``ets_16_math500``).
+
+The cost figures are those of ``stats.log`` (falling back to ``run.json``'s
+``stats``); ``prompt_tokens_reused`` comes from ``run.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ets.evaluate.aggregate import ALL_SETTINGS
+from ets.evaluate.answers import load_answers
+from ets.evaluate.evaluator import evaluate_settings
+from ets.evaluate.grade import Grader, default_grader
+
+# figure geometry: 6.4 x 4.8 inches at 100 dpi -> 640 x 480 pixels
+FIGSIZE = (6.4, 4.8)
+DPI = 100
+
+PLOTS = (
+    # file name, x field, x label
+    ("accuracy_vs_width.png", "width", "width (finished trajectories per problem)"),
+    ("accuracy_vs_kv_cache.png", "kv_cache_size", "KV cache size (tokens, summed over selection calls)"),
+    ("accuracy_vs_tokens.png", "tokens_generated", "tokens generated"),
+)
+
+STAT_FIELDS = ("kv_cache_size", "prompt_tokens_reused", "tokens_generated", "model_calls", "time")
+
+# stats.log line label -> field
+STATS_LOG_KEYS = {
+    "total kv cache size": "kv_cache_size",
+    "number of model calls": "model_calls",
+    "number of tokens generated": "tokens_generated",
+    "time": "time",
+}
+
+METHOD_LABELS = {
+    "softmax_costmodel": "ETS",
+    "softmax": "REBASE",
+    "beam_search": "beam search",
+    "dvts": "DVTS",
+}
+
+_SETTING_SHORT = {
+    "best_of_n/min": "BoN min",
+    "best_of_n/prod": "BoN prod",
+    "best_of_n/mean": "BoN mean",
+    "best_of_n/last": "BoN last",
+    "majority_vote/unweighted": "MV",
+    "majority_vote/weighted/min": "WMV min",
+    "majority_vote/weighted/prod": "WMV prod",
+    "majority_vote/weighted/mean": "WMV mean",
+    "majority_vote/weighted/last": "WMV last",
+}
+
+
+class ReportError(ValueError):
+    """A run directory that cannot be read; the message names the path."""
+
+
+@dataclass
+class RunRow:
+    path: Path
+    method: str
+    width: int | None
+    model_type: str
+    num_problems: int
+    accuracy: dict[str, float]
+    stats: dict[str, float | int | None] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "width": self.width,
+            "run": str(self.path),
+            "model_type": self.model_type,
+            "problems": self.num_problems,
+            **{name: self.accuracy[name] for name in (s.name for s in ALL_SETTINGS)},
+            **{k: self.stats.get(k) for k in STAT_FIELDS},
+        }
+
+
+@dataclass
+class Report:
+    rows: list[RunRow]
+    metric: str
+    markdown: str
+    csv: str
+    files: list[Path]
+
+    def rows_as_dicts(self) -> list[dict]:
+        return [r.as_dict() for r in self.rows]
+
+
+# -- discovering and reading runs -----------------------------------------------
+
+def _width_key(path: Path) -> tuple:
+    m = re.search(r"(\d+)", path.name)
+    return (0, int(m.group(1)), path.name) if m else (1, 0, path.name)
+
+
+def discover_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories: each path is a run (it holds answers.json) or a sweep
+    (its ``width_*`` subdirectories, else any subdirectories, that hold one)."""
+    runs: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file() and p.name == "answers.json":
+            p = p.parent
+        if not p.exists():
+            raise ReportError(f"{p}: no such run directory")
+        if not p.is_dir():
+            raise ReportError(f"{p}: expected a run directory (holding answers.json) or a sweep directory")
+        if (p / "answers.json").is_file():
+            runs.append(p)
+            continue
+        children = sorted((c for c in p.glob("width_*") if (c / "answers.json").is_file()), key=_width_key)
+        if not children:
+            children = sorted((c for c in p.iterdir() if c.is_dir() and (c / "answers.json").is_file()),
+                              key=_width_key)
+        if not children:
+            raise ReportError(f"{p}: no answers.json in it nor in its width_* subdirectories")
+        runs.extend(children)
+    seen, unique = set(), []
+    for r in runs:
+        key = r.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def _number(text: str, path: Path, line: str):
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ReportError(f"{path}: cannot read a number in line {line!r}") from None
+
+
+def read_stats_log(path: str | Path) -> dict[str, int | float]:
+    """The figures of a ``stats.log`` (``Total KV cache size: N`` ...), by field name."""
+    path = Path(path)
+    stats: dict[str, int | float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if ":" not in line:
+            continue
+        label, value = line.split(":", 1)
+        key = STATS_LOG_KEYS.get(label.strip().lower())
+        if key:
+            stats[key] = _number(value, path, line)
+    missing = [label for label, key in STATS_LOG_KEYS.items() if key not in stats]
+    if missing:
+        raise ReportError(f"{path}: missing line(s) {', '.join(repr(m) for m in missing)} "
+                          "(expected 'Total KV cache size: N', 'Number of Model Calls: N', "
+                          "'Number of Tokens Generated: N', 'Time: S')")
+    return stats
+
+
+def _width_from_name(name: str) -> int | None:
+    m = re.search(r"width[_-]?(\d+)", name, re.I) or re.search(r"(?:^|[_-])(\d+)(?=[_-]|$)", name)
+    return int(m.group(1)) if m else None
+
+
+def read_run(path: Path, model_type: str | None = None, grader: Grader | None = None) -> RunRow:
+    """Evaluate one run directory under every setting and gather its figures."""
+    run_json: dict = {}
+    run_json_path = path / "run.json"
+    if run_json_path.is_file():
+        try:
+            run_json = json.loads(run_json_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"{run_json_path}: not valid JSON ({exc})") from None
+        if not isinstance(run_json, dict):
+            raise ReportError(f"{run_json_path}: expected a JSON object with 'config' and 'stats'")
+    config = run_json.get("config") or {}
+    json_stats = run_json.get("stats") or {}
+
+    width = config.get("width")
+    if width is None:
+        width = _width_from_name(path.name)
+    method = config.get("select_method") or "unknown"
+    mtype = model_type or config.get("prompt_format") or "llemma"
+
+    stats: dict[str, float | int | None] = {k: json_stats.get(k) for k in STAT_FIELDS}
+    log_path = path / "stats.log"
+    if log_path.is_file():
+        from_log = read_stats_log(log_path)
+        for key, value in from_log.items():
+            other = json_stats.get(key)
+            if other is not None and key != "time" and other != value:
+                print(f"ets: warning: {path}: {key} is {value} in stats.log but {other} in run.json; "
+                      "using stats.log", file=sys.stderr)
+            stats[key] = value
+    elif not json_stats:
+        print(f"ets: warning: {path}: no stats.log nor run.json stats; cost columns left empty",
+              file=sys.stderr)
+
+    problems = load_answers(path / "answers.json")
+    results = evaluate_settings(problems, ALL_SETTINGS, mtype, grader)
+    return RunRow(path=path, method=method, width=int(width) if width is not None else None,
+                  model_type=mtype, num_problems=len(problems),
+                  accuracy={name: res.accuracy for name, res in results.items()}, stats=stats)
+
+
+# -- the table --------------------------------------------------------------------
+
+def _sort_key(row: RunRow):
+    return (row.method, row.width is None, row.width or 0, str(row.path))
+
+
+def _fmt_md(value, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind == "acc":
+        return f"{100 * value:.1f}"
+    if kind == "time":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
+    settings = [s.name for s in ALL_SETTINGS]
+    head = (["method", "width"] + [_SETTING_SHORT[s] for s in settings]
+            + ["KV cache", "prefix reused", "tokens gen.", "model calls", "time (s)", "problems", "run"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        cells = [r.method, "" if r.width is None else str(r.width)]
+        cells += [_fmt_md(r.accuracy[s], "acc") for s in settings]
+        cells += [_fmt_md(r.stats.get(k), "time" if k == "time" else "int") for k in STAT_FIELDS]
+        cells += [str(r.num_problems), f"`{r.path}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = (
+        "\nAccuracy in %. BoN = best-of-N by the aggregate (min, prod, mean, last) of the step scores; "
+        "MV = majority vote; WMV = majority vote weighted by that aggregate. KV cache = the KV-cache size "
+        "proxy of SPEC section 3 (tokens, summed over selection calls); prefix reused = prompt tokens served "
+        f"from the prefix cache. Plots show {metric}.\n"
+    )
+    return "\n".join(lines) + "\n" + legend
+
+
+def render_csv(rows: Sequence[RunRow]) -> str:
+    settings = [s.name for s in ALL_SETTINGS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "width", *settings, *STAT_FIELDS, "problems", "model_type", "run"])
+    for r in rows:
+        writer.writerow([r.method, "" if r.width is None else r.width,
+                         *(repr(r.accuracy[s]) for s in settings),
+                         *("" if r.stats.get(k) is None else r.stats[k] for k in STAT_FIELDS),
+                         r.num_problems, r.model_type, str(r.path)])
+    return buf.getvalue()
+
+
+# -- the plots ----------------------------------------------------------------------
+
+def _method_label(method: str) -> str:
+    label = METHOD_LABELS.get(method)
+    return f"{label} ({method})" if label and label != method else method
+
+
+def plot_accuracy(rows: Sequence[RunRow], x_field: str, x_label: str, metric: str, out: Path) -> Path:
+    """One PNG of ``metric`` accuracy against ``x_field``, one line per method,
+    FIGSIZE at DPI (640 x 480 pixels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    by_method: dict[str, list[tuple[int, float, float]]] = {}  # (width, x, accuracy %)
+    for r in rows:
+        x = r.width if x_field == "width" else r.stats.get(x_field)
+        if x is None:
+            continue
+        by_method.setdefault(r.method, []).append((r.width or 0, x, 100 * r.accuracy[metric]))
+    xs_all = []
+    for method in sorted(by_method):
+        points = sorted(by_method[method])  # along the width sweep
+        xs = [p[1] for p in points]
+        ys = [p[2] for p in points]
+        xs_all += xs
+        ax.plot(xs, ys, marker="o", label=_method_label(method))
+    if xs_all and all(x > 0 for x in xs_all):
+        ax.set_xscale("log", base=2 if x_field == "width" else 10)
+        if x_field == "width":
+            ticks = sorted(set(xs_all))
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([str(int(t)) for t in ticks])
+    if not by_method:
+        ax.text(0.5, 0.5, f"no runs with {x_field}", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.legend()
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(f"accuracy (%), {metric}")
+    ax.set_title(f"accuracy vs {x_label.split(' (')[0]}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=DPI, format="png")
+    return out
+
+
+# -- all together ---------------------------------------------------------------------
+
+def build_report(
+    paths: Sequence[str | Path],
+    output: str | Path,
+    model_type: str | None = None,
+    metric: str = "majority_vote/weighted/last",
+    grader: Grader | None = None,
+) -> Report:
+    """Evaluate the runs and write report.md, report.csv and the three plots
+    into ``output``."""
+    if metric not in {s.name for s in ALL_SETTINGS}:
+        raise ReportError(f"unknown metric {metric!r}; known: {', '.join(s.name for s in ALL_SETTINGS)}")
+    grader = grader or default_grader()
+    rows = sorted((read_run(p, model_type, grader) for p in discover_runs(paths)), key=_sort_key)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(rows, metric)
+    csv_text = render_csv(rows)
+    files = [out / "report.md", out / "report.csv"]
+    files[0].write_text(markdown, encoding="utf-8")
+    files[1].write_text(csv_text, encoding="utf-8")
+    for name, x_field, x_label in PLOTS:
+        files.append(plot_accuracy(rows, x_field, x_label, metric, out / name))
+    return Report(rows=rows, metric=metric, markdown=markdown, csv=csv_text, files=files)

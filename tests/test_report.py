@@ -1,0 +1,213 @@
+"""ets report: a width sweep of two methods plus a reference run -> one table
+(Markdown, CSV) whose figures equal `ets evaluate`'s and stats.log's, and
+three PNG plots of the expected size."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import struct
+from pathlib import Path
+
+import pytest
+
+from ets.cli import main
+from ets.evaluate.aggregate import ALL_SETTINGS
+from ets.evaluate.report import DPI, FIGSIZE, ReportError, discover_runs, read_stats_log
+
+TAG = " \u043a\u0438"
+SETTINGS = [s.name for s in ALL_SETTINGS]
+PLOTS = ("accuracy_vs_width.png", "accuracy_vs_kv_cache.png", "accuracy_vs_tokens.png")
+
+
+def traj(answer, scores):
+    steps = "".join(f"Step {i + 1}: work.{TAG}\n" for i in range(len(scores) - 1))
+    return {"text": f"Q?\n{steps}The answer is: {answer}{TAG}", "step_scores": list(scores),
+            "steps": [f"Step {i + 1}: work.{TAG}" for i in range(len(scores) - 1)] + [f"The answer is: {answer}{TAG}"]}
+
+
+# the hand-made problems of tests/test_evaluate.py, whose accuracies are known
+HAND_PROBLEMS = [
+    {"id": 1, "question": "Q?", "ground_truth_answer": "7", "total_tokens": 30,
+     "model_answer": [traj("7", [0.75, 0.25]), traj("8", [0.5, 0.5]), traj("7", [0.5, 0.125])]},
+    {"id": 2, "question": "Q?", "ground_truth_answer": "\\frac{1}{2}", "total_tokens": 20,
+     "model_answer": [traj("0.5", [1.0]), traj("3", [0.25])]},
+]
+HAND_EXPECTED = {
+    "best_of_n/min": 0.5, "best_of_n/prod": 0.5, "best_of_n/mean": 1.0, "best_of_n/last": 0.5,
+    "majority_vote/unweighted": 1.0, "majority_vote/weighted/min": 0.5, "majority_vote/weighted/prod": 0.5,
+    "majority_vote/weighted/mean": 1.0, "majority_vote/weighted/last": 0.5,
+}
+
+
+def random_problems(seed: int, width: int, n: int = 6):
+    rng = random.Random(seed)
+    problems = []
+    for pid in range(n):
+        gt = str(rng.randint(1, 9))
+        cands = []
+        for _ in range(max(1, width // 2)):
+            answer = gt if rng.random() < 0.45 else rng.choice(["1", "2", "3.0", "\\frac{8}{2}", "x"])
+            cands.append(traj(answer, [round(rng.random(), 3) for _ in range(rng.randint(1, 4))]))
+        problems.append({"id": pid, "question": "Q?", "ground_truth_answer": gt, "model_answer": cands,
+                         "total_tokens": 10 * width})
+    return problems
+
+
+def make_run(path: Path, problems, stats: dict, config: dict | None = None, reused: int | None = None):
+    """A run directory as `ets run` writes it (config None: as the reference does, no run.json)."""
+    path.mkdir(parents=True)
+    (path / "answers.json").write_text(json.dumps(problems, ensure_ascii=False), encoding="utf-8")
+    (path / "stats.log").write_text(
+        f"Total KV cache size: {stats['kv']}\nNumber of Model Calls: {stats['calls']}\n"
+        f"Number of Tokens Generated: {stats['tokens']}\nTime: {stats['time']}\n", encoding="utf-8")
+    (path / "trees").mkdir()
+    if config is not None:
+        run = {"ets_version": "0.1.0",
+               "config": {"prompt_format": "llemma", "lambdac": 1.0, "lambdas": 1.0, **config},
+               "stats": {"kv_cache_size": stats["kv"], "model_calls": stats["calls"],
+                         "tokens_generated": stats["tokens"], "prompt_tokens_computed": 100,
+                         "prompt_tokens_reused": reused, "time": stats["time"]}}
+        (path / "run.json").write_text(json.dumps(run), encoding="utf-8")
+
+
+WIDTHS = (4, 8, 16)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for m, method in enumerate(("softmax_costmodel", "softmax")):
+        for w in WIDTHS:
+            path = root / f"sweep_{method}" / f"width_{w}"
+            problems = HAND_PROBLEMS if (method, w) == ("softmax_costmodel", 4) else random_problems(10 * m + w, w)
+            stats = {"kv": 1000 * w + 7 * m, "calls": 90 * w + m, "tokens": 500 * w + 3 * m, "time": 1.5 * w + m}
+            make_run(path, problems, stats, {"width": w, "select_method": method}, reused=40 * w + m)
+            runs[(method, w)] = (path, stats, 40 * w + m)
+    ref = root / "ets_16_math500"  # a reference run: no run.json
+    ref_stats = {"kv": 12345, "calls": 678, "tokens": 9012, "time": 34.5}
+    make_run(ref, random_problems(99, 16), ref_stats)
+    runs[("unknown", 16)] = (ref, ref_stats, None)
+    return root, runs
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory):
+    root, runs = sweep
+    out = tmp_path_factory.mktemp("report")
+    args = ["report", str(root / "sweep_softmax_costmodel"), str(root / "sweep_softmax"),
+            str(root / "ets_16_math500"), "--output", str(out)]
+    assert main(args) == 0
+    return out, runs
+
+
+def read_csv(out: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO((out / "report.csv").read_text(encoding="utf-8"))))
+
+
+def evaluate_cli(capsys, answers: Path) -> dict[str, float]:
+    capsys.readouterr()
+    assert main(["evaluate", "--path", str(answers), "--all", "--json", "--model_type", "llemma"]) == 0
+    return json.loads(capsys.readouterr().out)["accuracy"]
+
+
+def test_report_writes_the_table_and_the_plots(report):
+    out, runs = report
+    for name in ("report.md", "report.csv", *PLOTS):
+        assert (out / name).is_file(), name
+    rows = read_csv(out)
+    assert len(rows) == len(runs)
+    # grouped by method, sorted by width
+    assert [(r["method"], r["width"]) for r in rows] == (
+        [("softmax", str(w)) for w in WIDTHS] + [("softmax_costmodel", str(w)) for w in WIDTHS]
+        + [("unknown", "16")])
+
+
+def test_table_figures_equal_ets_evaluate_and_stats_log(report, capsys):
+    out, runs = report
+    rows = {(r["method"], int(r["width"])): r for r in read_csv(out)}
+    for key, (path, stats, reused) in runs.items():
+        row = rows[key]
+        from_cli = evaluate_cli(capsys, path / "answers.json")
+        for name in SETTINGS:
+            assert float(row[name]) == from_cli[name], (key, name)
+        from_log = read_stats_log(path / "stats.log")
+        assert int(row["kv_cache_size"]) == from_log["kv_cache_size"] == stats["kv"]
+        assert int(row["model_calls"]) == from_log["model_calls"] == stats["calls"]
+        assert int(row["tokens_generated"]) == from_log["tokens_generated"] == stats["tokens"]
+        assert float(row["time"]) == from_log["time"] == stats["time"]
+        assert row["prompt_tokens_reused"] == ("" if reused is None else str(reused))
+        assert Path(row["run"]) == path
+    # the hand-made run, whose figures are known independently of the code
+    hand = rows[("softmax_costmodel", 4)]
+    assert {name: float(hand[name]) for name in SETTINGS} == HAND_EXPECTED
+
+
+def test_markdown_table(report):
+    out, runs = report
+    md = (out / "report.md").read_text(encoding="utf-8")
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + len(runs)
+    assert "BoN last" in lines[0] and "WMV last" in lines[0] and "KV cache" in lines[0]
+    hand = next(line for line in lines if "softmax_costmodel | 4 |" in line)
+    cells = [c.strip() for c in hand.strip("|").split("|")]
+    # method, width, 9 accuracies in %, KV cache, prefix reused, tokens, calls, time
+    assert cells[:11] == ["softmax_costmodel", "4", "50.0", "50.0", "100.0", "50.0", "100.0",
+                          "50.0", "50.0", "100.0", "50.0"]
+    assert cells[11:16] == ["4000", "160", "2000", "360", "6.0"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plots_are_pngs_of_the_expected_size(report):
+    out, _ = report
+    expected = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
+    assert expected == (640, 480)
+    for name in PLOTS:
+        assert png_size(out / name) == expected, name
+        assert (out / name).stat().st_size > 5000  # drawn, not blank
+
+
+def test_report_json_and_the_metric_option(sweep, tmp_path, capsys):
+    root, runs = sweep
+    capsys.readouterr()
+    assert main(["report", str(root / "sweep_softmax_costmodel" / "width_4"), "--output", str(tmp_path),
+                 "--json", "--metric", "best_of_n/mean"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0]["method"] == "softmax_costmodel" and rows[0]["width"] == 4
+    assert rows[0]["best_of_n/mean"] == 1.0 and rows[0]["kv_cache_size"] == 4000
+    assert "best_of_n/mean" in (tmp_path / "report.md").read_text()
+    assert png_size(tmp_path / "accuracy_vs_width.png") == (640, 480)
+
+
+def test_discovery(sweep, tmp_path):
+    root, _ = sweep
+    runs = discover_runs([root / "sweep_softmax", root / "sweep_softmax" / "width_8",
+                          root / "ets_16_math500" / "answers.json"])
+    # width_8 listed once; width order is numeric (4, 8, 16), not lexical
+    assert [p.name for p in runs] == ["width_4", "width_8", "width_16", "ets_16_math500"]
+    with pytest.raises(ReportError, match="no such run directory"):
+        discover_runs([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no answers.json"):
+        discover_runs([tmp_path / "empty"])
+
+
+def test_report_errors_name_the_path(tmp_path, capsys):
+    run = tmp_path / "width_4"
+    make_run(run, HAND_PROBLEMS, {"kv": 1, "calls": 2, "tokens": 3, "time": 4.0})
+    (run / "stats.log").write_text("Total KV cache size: 1\nTime: 2\n")
+    assert main(["report", str(run), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(run / "stats.log") in err and "Number of Model Calls" in err
+    assert main(["report", str(tmp_path / "nothing"), "--output", str(tmp_path / "out")]) == 2
+    assert "nothing" in capsys.readouterr().err
