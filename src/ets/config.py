@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n")
-ILP_SOLVERS = ("highs", "cbc")
+ILP_SOLVERS = ("highs", "highs-milp", "cbc")
 MODEL_TYPES = ("llemma", "mistral", "llama", "qwen", "raw")
 
 
@@ -40,7 +40,7 @@ class SearchConfig:
     fixedwidth: int = -1  # beam_search / dvts: beams or subtrees; <= 0 means ceil(sqrt(width))
     # --- ours ---
     prompt_format: str | None = None  # how the question becomes the prompt; None: policy_model_type's format
-    ilp_solver: str = "highs"  # ETS integer program: highs (in-process) or cbc (PuLP, the reference's)
+    ilp_solver: str = "highs"  # ETS keep-program: highs (in-process: tree DP, HiGHS MILP as fallback), highs-milp, or cbc (PuLP, the reference's)
     max_depth: int = 25  # rounds of selection and expansion (the reference's hard limit)
     seed: int | None = None  # sampling seed for backends that take one
     embed_model: str | None = None  # sentence-transformers model for lambdas > 0; None: the built-in one

@@ -1,6 +1,20 @@
 """ETS (``softmax_costmodel``): an integer program picks which candidates to keep,
 trading expected outcome against KV-cache cost and rewarding semantic diversity;
 the kept ones share the width by softmax allocation (SPEC section 2).
+
+The program, with ``x_i`` keep candidate ``i``, ``y_j`` ancestor ``j`` still
+needed and ``z_k`` cluster ``k`` covered::
+
+    max  sum_i O_i x_i + c (sum_j y_j + sum_i x_i) + b sum_k z_k
+    s.t. y_j <= sum_{i below j} x_i,  y_j >= x_i (i below j),  z_k <= sum_{i in k} x_i,  sum_i x_i >= 1
+
+with ``c = -lambdac / (M + N)`` and ``b = lambdas / K``. The constraints make
+``y_j`` = "some candidate below j is kept", so the program is a choice of a
+subtree: solved exactly by dynamic programming over the tree, with a branch
+and bound over the clusters that hold several candidates (``ilp_solver:
+highs``, the default; HiGHS takes over if the branching grows large). The
+same program goes to HiGHS as a MILP (``highs-milp``) or, as the reference
+does, to CBC through PuLP (``cbc``).
 """
 
 from __future__ import annotations
@@ -17,22 +31,44 @@ from ets.tree import Tree
 CLUSTER_DISTANCE = 0.05
 # The reference's guard for lambdac == 0: a tiny *positive* weight on the cost terms.
 ZERO_LAMBDAC_WEIGHT = 1e-4
+# Dynamic programs the branch and bound may run before handing the program to HiGHS
+# (each costs ~50 us on a width-16 tree; past this, the MILP is the quicker road).
+BRANCH_BUDGET = 24
 
 
 @dataclass
 class KeepProblem:
-    """The ETS integer program in solver-neutral form.
+    """The ETS keep-program of one selection call."""
 
-    Variables, all binary, in this order: ``x_i`` keep candidate ``i`` (N),
-    ``y_j`` ancestor ``j`` still needed (M), ``z_k`` cluster ``k`` covered (K).
-    Maximise ``objective @ v`` subject to ``lower <= rows @ v <= upper``.
-    """
+    outcome: np.ndarray  # O_i, the candidates' softmax shares of the width
+    node_weight: float  # c: the weight of keeping any node (a candidate or an ancestor)
+    cluster_weight: float  # b: the bonus of covering a cluster (0 without the diversity term)
+    labels: np.ndarray | None  # cluster of each candidate, or None
+    children: dict[int, list]  # ancestor tree id -> children: ancestor ids or ("c", index) for candidates
+    bottom_up: list[int]  # ancestors, deepest first
+    root: int
 
-    num_candidates: int
-    objective: np.ndarray
-    rows: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
+    @property
+    def num_candidates(self) -> int:
+        return len(self.outcome)
+
+    @property
+    def num_clusters(self) -> int:
+        return int(self.labels.max()) + 1 if self.labels is not None else 0
+
+    def below(self) -> dict[int, list[int]]:
+        """The candidates below each ancestor."""
+        out: dict[int, list[int]] = {}
+        for ancestor in self.bottom_up:
+            out[ancestor] = [i for child in self.children[ancestor]
+                             for i in ([child[1]] if isinstance(child, tuple) else out[child])]
+        return out
+
+    def value(self, keep: np.ndarray, below: dict[int, list[int]]) -> float:
+        """The objective of a keep-vector."""
+        used = sum(1 for members in below.values() if keep[members].any())
+        covered = len(set(self.labels[keep].tolist())) if self.labels is not None else 0
+        return float(self.outcome[keep].sum() + self.node_weight * (int(keep.sum()) + used) + self.cluster_weight * covered)
 
 
 def newest_steps(tree: Tree, candidates: list[int]) -> list[str]:
@@ -49,14 +85,18 @@ def cluster_labels(embeddings: np.ndarray) -> np.ndarray:
 
 def build_problem(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> KeepProblem:
     n = len(candidates)
-    # ancestors in first-seen order, each with the candidates below it
-    below: dict[int, list[int]] = {}
+    children: dict[int, list] = {}  # ancestors in first-seen order, as the reference numbers them
     for i, c in enumerate(candidates):
+        child: object = ("c", i)
         for a in tree.ancestors(c):
-            below.setdefault(a, []).append(i)
-    m = len(below)
+            first_visit = a not in children
+            children.setdefault(a, []).append(child)
+            if not first_visit:
+                break  # the rest of the path is already linked
+            child = a
+    m = len(children)
     cost = 1.0 / (m + n)
-    weight_c = ZERO_LAMBDAC_WEIGHT if params.lambdac == 0 else -params.lambdac
+    node_weight = (ZERO_LAMBDAC_WEIGHT if params.lambdac == 0 else -params.lambdac) * cost
 
     # outcome: each candidate's share of a softmax allocation over all candidates
     order, counts = softmax_allocation([tree[c].score for c in candidates], width, params.softmax_temperature)
@@ -70,54 +110,170 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
         if embedder is None:
             raise ValueError("lambdas > 0 needs an embedder for the ETS diversity term (or set lambdas: 0)")
         labels = cluster_labels(np.asarray(embedder.encode(steps)))
-    k = int(labels.max()) + 1 if labels is not None else 0
+    cluster_weight = params.lambdas / (int(labels.max()) + 1) if labels is not None else 0.0
+    bottom_up = sorted(children, key=lambda a: tree[a].depth, reverse=True)
+    return KeepProblem(outcome, node_weight, cluster_weight, labels, children, bottom_up, root=bottom_up[-1])
 
+
+# --- exact solve by dynamic programming over the tree ---
+
+def best_subtree(problem: KeepProblem, bonus: np.ndarray) -> tuple[float, np.ndarray]:
+    """Max of ``sum_i (O_i + c + bonus_i) x_i + c * (ancestors used)`` over non-empty keep sets.
+
+    An ancestor is used iff something below it is kept, so its best value is
+    its own weight plus every child subtree worth keeping (or, if none is, the
+    least bad one: a used ancestor keeps at least one candidate)."""
+    leaf_value = problem.outcome + problem.node_weight + bonus
+    value: dict[int, float] = {}
+    take: dict[int, list] = {}
+
+    def child_value(child) -> float:
+        return leaf_value[child[1]] if isinstance(child, tuple) else value[child]
+
+    for ancestor in problem.bottom_up:
+        kids = problem.children[ancestor]
+        worth = [k for k in kids if child_value(k) > 0]
+        if not worth:
+            worth = [max(kids, key=child_value)]
+        take[ancestor] = worth
+        value[ancestor] = problem.node_weight + sum(child_value(k) for k in worth)
+    keep = np.zeros(problem.num_candidates, dtype=bool)
+    stack = [problem.root]
+    while stack:
+        for child in take[stack.pop()]:
+            if isinstance(child, tuple):
+                keep[child[1]] = True
+            else:
+                stack.append(child)
+    return value[problem.root], keep
+
+
+def solve_tree(problem: KeepProblem) -> np.ndarray | None:
+    """The exact optimum, or None if the branching exceeds BRANCH_BUDGET.
+
+    A cluster's bonus ``b * [some member kept]`` equals ``max_j b * x_j`` over its
+    members, so the optimum is the best, over every choice of one "designated"
+    member per cluster, of a tree program. Best-first branch and bound:
+    undecided clusters give the bonus to every member (an upper bound); a
+    solution keeping at most one member of each undecided cluster is exact;
+    otherwise branch on the designated member of a cluster with several kept."""
+    import heapq
+
+    n = problem.num_candidates
+    if problem.labels is None:
+        return best_subtree(problem, np.zeros(n))[1]
+    groups = [np.flatnonzero(problem.labels == k) for k in range(problem.num_clusters)]
+    below = problem.below()
+    best_value, best_keep = -math.inf, None
+    frontier: list = []
+    budget = BRANCH_BUDGET
+
+    def visit(designated: dict[int, int]) -> None:
+        nonlocal best_value, best_keep, budget
+        budget -= 1
+        bonus = np.zeros(n)
+        for k, members in enumerate(groups):
+            bonus[[designated[k]] if k in designated else members] += problem.cluster_weight
+        bound, keep = best_subtree(problem, bonus)
+        actual = problem.value(keep, below)
+        if actual > best_value:
+            best_value, best_keep = actual, keep
+        crowded = next((k for k, members in enumerate(groups) if k not in designated and keep[members].sum() > 1), None)
+        if crowded is not None and bound > best_value:
+            heapq.heappush(frontier, (-bound, budget, designated, crowded, keep))
+
+    visit({})
+    while frontier:
+        negative_bound, _, designated, crowded, keep = heapq.heappop(frontier)
+        if -negative_bound <= best_value:
+            break  # no open branch can beat the incumbent
+        if budget <= 0:
+            return None
+        # the kept members first: they are where the optimum most likely is
+        for j in sorted(groups[crowded], key=lambda j: not keep[j]):
+            visit({**designated, crowded: int(j)})
+    return best_keep
+
+
+# --- the same program as a MILP, for HiGHS and CBC ---
+
+@dataclass
+class Milp:
+    """Variables, all binary: x (N), y (M), z (K). Maximise ``objective @ v``
+    subject to ``lower <= rows @ v <= upper`` (``rows`` sparse, by row)."""
+
+    num_candidates: int
+    objective: np.ndarray
+    rows: "scipy.sparse.csr_matrix"
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def to_milp(problem: KeepProblem) -> Milp:
+    from scipy.sparse import csr_matrix
+
+    n, m, k = problem.num_candidates, len(problem.children), problem.num_clusters
+    y_of = {a: n + j for j, a in enumerate(problem.children)}
     objective = np.concatenate([
-        outcome + weight_c * cost,
-        np.full(m, weight_c * cost),
-        np.full(k, params.lambdas / k) if k else np.zeros(0),
-    ])
-    rows, lower, upper = [], [], []
+        problem.outcome + problem.node_weight, np.full(m, problem.node_weight), np.full(k, problem.cluster_weight)])
+    row_ids, col_ids, values, lower, upper = [], [], [], [], []
 
     def row(entries: dict[int, float], lo: float, hi: float) -> None:
-        r = np.zeros(n + m + k)
-        for index, value in entries.items():
-            r[index] += value
-        rows.append(r)
+        for column, value in entries.items():
+            row_ids.append(len(lower))
+            col_ids.append(column)
+            values.append(value)
         lower.append(lo)
         upper.append(hi)
 
-    for j, kids in enumerate(below.values()):
-        y = n + j
-        row({y: 1.0, **{i: -1.0 for i in kids}}, -np.inf, 0.0)  # y_j <= sum of x below it
-        for i in kids:
+    for ancestor, below in problem.below().items():
+        y = y_of[ancestor]
+        row({y: 1.0, **{i: -1.0 for i in below}}, -np.inf, 0.0)  # y_j <= sum of x below it
+        for i in below:
             row({y: 1.0, i: -1.0}, 0.0, np.inf)  # y_j >= x_i
     for cluster in range(k):
-        members = np.flatnonzero(labels == cluster)
+        members = np.flatnonzero(problem.labels == cluster)
         row({n + m + cluster: 1.0, **{int(i): -1.0 for i in members}}, -np.inf, 0.0)  # z_k <= sum of x in k
     row({i: 1.0 for i in range(n)}, 1.0, np.inf)  # keep at least one candidate
-    return KeepProblem(n, objective, np.array(rows), np.array(lower), np.array(upper))
+    rows = csr_matrix((values, (row_ids, col_ids)), shape=(len(lower), n + m + k))
+    return Milp(n, objective, rows, np.array(lower), np.array(upper))
 
 
-def solve_highs(problem: KeepProblem) -> np.ndarray:
-    from scipy.optimize import Bounds, LinearConstraint, milp
+def solve_highs_milp(problem: KeepProblem) -> np.ndarray:
+    """HiGHS in-process, one thread (its thread pool costs more than these small programs)."""
+    import highspy
+
+    problem = to_milp(problem)
 
     size = len(problem.objective)
-    result = milp(
-        -problem.objective,
-        constraints=LinearConstraint(problem.rows, problem.lower, problem.upper),
-        integrality=np.ones(size),
-        bounds=Bounds(0, 1),
-        # an exact optimum: the default relative gap (1e-4) may stop short of it
-        options={"mip_rel_gap": 0.0},
-    )
-    if result.x is None:
-        raise RuntimeError(f"ETS integer program not solved by HiGHS: {result.message}")
-    return np.round(result.x[: problem.num_candidates]).astype(bool)
+    columns = problem.rows.tocsc()
+    lp = highspy.HighsLp()
+    lp.num_col_ = size
+    lp.num_row_ = columns.shape[0]
+    lp.col_cost_ = -problem.objective  # HiGHS minimises
+    lp.col_lower_ = np.zeros(size)
+    lp.col_upper_ = np.ones(size)
+    lp.row_lower_ = np.where(np.isinf(problem.lower), -highspy.kHighsInf, problem.lower)
+    lp.row_upper_ = np.where(np.isinf(problem.upper), highspy.kHighsInf, problem.upper)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = columns.indptr
+    lp.a_matrix_.index_ = columns.indices
+    lp.a_matrix_.value_ = columns.data
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * size
+    solver = highspy.Highs()
+    solver.setOptionValue("output_flag", False)
+    solver.setOptionValue("threads", 1)
+    solver.setOptionValue("mip_rel_gap", 0.0)  # an exact optimum: the default gap (1e-4) may stop short of it
+    solver.passModel(lp)
+    solver.run()
+    if solver.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"ETS integer program not solved by HiGHS: {solver.modelStatusToString(solver.getModelStatus())}")
+    return np.round(np.asarray(solver.getSolution().col_value[: problem.num_candidates])) == 1
 
 
 def solve_cbc(problem: KeepProblem) -> np.ndarray:
     """The reference's way: PuLP with a CBC solver process."""
+    problem = to_milp(problem)
     try:
         import pulp
     except ImportError:
@@ -125,8 +281,10 @@ def solve_cbc(problem: KeepProblem) -> np.ndarray:
     lp = pulp.LpProblem("ets_keep", pulp.LpMaximize)
     v = [pulp.LpVariable(f"v{i}", cat="Binary") for i in range(len(problem.objective))]
     lp += pulp.lpSum(float(c) * var for c, var in zip(problem.objective, v) if c != 0)
-    for r, lo, hi in zip(problem.rows, problem.lower, problem.upper):
-        expr = pulp.lpSum(float(c) * v[i] for i, c in enumerate(r) if c != 0)
+    rows = problem.rows
+    for r, (lo, hi) in enumerate(zip(problem.lower, problem.upper)):
+        span = slice(rows.indptr[r], rows.indptr[r + 1])
+        expr = pulp.lpSum(float(c) * v[i] for i, c in zip(rows.indices[span], rows.data[span]))
         if lo > -np.inf:
             lp += expr >= float(lo)
         if hi < np.inf:
@@ -135,7 +293,12 @@ def solve_cbc(problem: KeepProblem) -> np.ndarray:
     return np.array([round(var.value() or 0) == 1 for var in v[: problem.num_candidates]])
 
 
-SOLVERS = {"highs": solve_highs, "cbc": solve_cbc}
+def solve_highs(problem: KeepProblem) -> np.ndarray:
+    keep = solve_tree(problem)
+    return keep if keep is not None else solve_highs_milp(problem)
+
+
+SOLVERS = {"highs": solve_highs, "highs-milp": solve_highs_milp, "cbc": solve_cbc}
 
 
 def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
