@@ -18,8 +18,8 @@ a server is unreachable or serves another model than ``model``; ``generate`` /
 ``score`` call it on first use anyway. ``async aclose()`` closes connections.
 
 Reward APIs (``api``): ``"ets"`` (``ets serve reward``), ``"sglang"``
-(token-logit PRMs on SGLang's ``/generate``), ``"vllm"`` (classification PRMs
-on vLLM's ``/pooling``). With ``api=None`` the server is asked first: our
+(token-logit PRMs on SGLang's ``/generate``; also spelled ``sglang-generate``),
+``"vllm"`` (classification PRMs on vLLM's ``/pooling``; also ``vllm-pooling``). With ``api=None`` the server is asked first: our
 server says who it is on ``GET /info``; otherwise ``reward_model_type``
 decides (``mistral``, ``llemma``, ``llama`` -> sglang; ``qwen`` -> vllm).
 """
@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 
+# other spellings of the reward APIs
+API_ALIASES = {"vllm-pooling": "vllm", "pooling": "vllm", "sglang-generate": "sglang", "generate": "sglang",
+               "ets-reward": "ets"}
+
+
 def make_policy(
     hosts: str | list[str],
     *,
@@ -75,6 +80,7 @@ class HTTPReward:
     def __init__(self, pool: HostPool, *, api: str | None, reward_model_type: str, model: str | None,
                  good_token_id: int | None, bad_token_id: int | None, pooling_task: str | None,
                  prompt_format: str | None = None) -> None:
+        api = API_ALIASES.get(api, api) if api is not None else None
         if api is not None and api not in REWARD_APIS:
             raise ValueError(f"reward api {api!r} is not one of {', '.join(REWARD_APIS)}")
         self.pool = pool
