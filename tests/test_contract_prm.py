@@ -159,3 +159,17 @@ def test_type_without_adapter_asks_for_reward_api():
         reward = make_reward(server.url, reward_model_type="raw", timeout=5)
         with pytest.raises(BackendError, match="--reward_api"):
             run(reward.start())
+
+
+def test_reward_server_gone_mid_run_names_url_after_retries():
+    import time
+
+    server = StandinServer("sglang", model="prm").start()
+    reward = make_reward(server.url, reward_model_type="mistral", timeout=3, backoff=0.01, retries=2)
+    assert len(run(reward.score([SHEPHERD]))) == 1
+    server.stop()  # the server goes away
+    t0 = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        run(reward.score([SHEPHERD.child(" x ки")]))
+    assert server.url + "/generate" in str(err.value) and "after 3 attempt(s)" in str(err.value)
+    assert reward.pool.stats.retries == 2 and time.monotonic() - t0 < 5
