@@ -46,7 +46,7 @@ class KeepProblem:
     labels: np.ndarray | None  # cluster of each candidate, or None
     children: dict[int, list]  # ancestor tree id -> children: ancestor ids or ("c", index) for candidates
     bottom_up: list[int]  # ancestors, deepest first
-    root: int
+    root: int | None  # None: the candidates have no ancestor (they are the root)
 
     @property
     def num_candidates(self) -> int:
@@ -111,7 +111,9 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
             raise ValueError("lambdas > 0 needs an embedder for the ETS diversity term (or set lambdas: 0)")
         labels = cluster_labels(np.asarray(embedder.encode(steps)))
     cluster_weight = params.lambdas / (int(labels.max()) + 1) if labels is not None else 0.0
-    bottom_up = sorted(children, key=lambda a: tree[a].depth, reverse=True)
+    if not children:  # the candidate is the root itself (depth 0): nothing to choose
+        children = {None: [("c", i) for i in range(n)]}
+    bottom_up = sorted(children, key=lambda a: -1 if a is None else tree[a].depth, reverse=True)
     return KeepProblem(outcome, node_weight, cluster_weight, labels, children, bottom_up, root=bottom_up[-1])
 
 
