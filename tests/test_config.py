@@ -42,7 +42,7 @@ def test_misspelled_key_names_it_and_the_nearest(tmp_path):
         ({"select_method": "rebase"}, r"select_method: 'rebase' is not one of softmax_costmodel, softmax"),
         ({"softmax_temperature": 0}, r"softmax_temperature: must be > 0"),
         ({"lambdas": -1}, r"lambdas: must be >= 0"),
-        ({"ilp_solver": "gurobi"}, r"ilp_solver: 'gurobi' is not one of highs, cbc"),
+        ({"ilp_solver": "gurobi"}, r"ilp_solver: 'gurobi' is not one of highs, highs-milp, cbc"),
         ({"prompt_format": "nope"}, r"prompt_format: 'nope' is not one of"),
         ({"policy_model_type": "gpt"}, r"policy_model_type: 'gpt' has no prompt format"),
     ],

@@ -17,8 +17,8 @@ world = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(world)
 
 
-def run_case(case):
-    config = ets.SearchConfig(**case["config"], prompt_format="raw")
+def run_case(case, ilp_solver="highs"):
+    config = ets.SearchConfig(**case["config"], prompt_format="raw", ilp_solver=ilp_solver)
     policy = ScriptedPolicy(
         step_fn=lambda q, steps, k: world.step_fn(q, steps, k, case["answer_depth"], case["vocab"]),
         token_fn=world.token_fn,
@@ -27,9 +27,20 @@ def run_case(case):
     return asyncio.run(ets.search(case["question"], config, policy=policy, reward=reward))
 
 
+ETS_CASES = [c for c in CASES if c["config"]["select_method"] == "softmax_costmodel"]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[f"{i}-{c['config']['select_method']}-w{c['config']['width']}" for i, c in enumerate(CASES)])
 def test_search_matches_reference(case):
-    result = run_case(case)
+    check(case, run_case(case))
+
+
+@pytest.mark.parametrize("case", ETS_CASES, ids=[f"ets-{i}" for i in range(len(ETS_CASES))])
+def test_search_matches_reference_with_the_milp_solver(case):
+    check(case, run_case(case, ilp_solver="highs-milp"))
+
+
+def check(case, result):
     got = sorted(({"steps": a["steps"], "step_scores": a["step_scores"]} for a in result.answers), key=lambda a: a["steps"])
     expected = case["expected"]
     assert got == sorted(expected["answers"], key=lambda a: a["steps"])

@@ -98,3 +98,29 @@ def get_format(name: str) -> PromptFormat:
         return FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown prompt_format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
+
+
+# Small instruct models (SmolLM2-135M-Instruct, the CPU default) on GSM8K-style problems: ChatML,
+# one step per line, and the answer as "Therefore, the final answer is: N". The leaf test looks for
+# "The answer is" / "The final answer is:" in the whole text, prompt included, and for
+# "Therefore, the final answer is" in the newest step only: the prompt may therefore show the
+# last of these verbatim (it is matched in steps, never in the prompt), and must not contain the
+# first two (case matters: "the final answer is:" after "Therefore, " is not "The final answer is:").
+# The evaluator's lenient "answer is" rule reads the number after it.
+SMALL_INSTRUCT_SYSTEM = (
+    "You are a helpful math tutor. Solve the problem step by step. "
+    "Write each step on its own line, with the calculation. "
+    "When you are done, write one last line: Therefore, the final answer is: N. "
+    "where N is the final number."
+)
+register(PromptFormat(
+    name="small_instruct",
+    template=(
+        "<|im_start|>system\n" + SMALL_INSTRUCT_SYSTEM + "<|im_end|>\n"
+        "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    stop=("\n",),
+    answer_style="answer_is",
+    description="ChatML for small instruct models (SmolLM2, the CPU default): one step per line, "
+                "'Therefore, the final answer is: N'",
+))

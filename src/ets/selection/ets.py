@@ -31,6 +31,8 @@ from ets.tree import Tree
 CLUSTER_DISTANCE = 0.05
 # The reference's guard for lambdac == 0: a tiny *positive* weight on the cost terms.
 ZERO_LAMBDAC_WEIGHT = 1e-4
+# Values this close to zero are ties (sums of shares like 2/8 and costs like 1/8 can cancel exactly).
+TIE_TOLERANCE = 1e-12
 # Dynamic programs the branch and bound may run before handing the program to HiGHS
 # (each costs ~50 us on a width-16 tree; past this, the MILP is the quicker road).
 BRANCH_BUDGET = 24
@@ -134,7 +136,8 @@ def best_subtree(problem: KeepProblem, bonus: np.ndarray) -> tuple[float, np.nda
 
     for ancestor in problem.bottom_up:
         kids = problem.children[ancestor]
-        worth = [k for k in kids if child_value(k) > 0]
+        # a subtree worth exactly nothing is kept: on such ties CBC and HiGHS keep it too
+        worth = [k for k in kids if child_value(k) >= -TIE_TOLERANCE]
         if not worth:
             worth = [max(kids, key=child_value)]
         take[ancestor] = worth
