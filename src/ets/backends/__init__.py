@@ -1,4 +1,12 @@
-"""Model backends behind the policy / reward / embedder protocols."""
-from ets.backends.base import BackendError, Context, Embedder, Policy, Reward, SamplingParams, Step
+"""Model backends behind the policy / reward / embedder protocols.
 
-__all__ = ["BackendError", "Context", "Embedder", "Policy", "Reward", "SamplingParams", "Step"]
+Heavy backends (llama.cpp, HTTP, sentence-transformers) live in their own
+modules and are imported only when used.
+"""
+from ets.backends.base import BackendError, Context, Embedder, Policy, Reward, SamplingParams, Step
+from ets.backends.scripted import HashingEmbedder, ScriptedPolicy, ScriptedReward, toy_world
+
+__all__ = [
+    "BackendError", "Context", "Embedder", "HashingEmbedder", "Policy", "Reward", "SamplingParams",
+    "ScriptedPolicy", "ScriptedReward", "Step", "toy_world",
+]

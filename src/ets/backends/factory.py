@@ -26,13 +26,6 @@ def needs_embedder(config: SearchConfig) -> bool:
     return config.select_method == "softmax_costmodel" and config.lambdas > 0
 
 
-def embed_device(value: str | None) -> str:
-    """The reference takes a GPU index (``--embed_device 1``); we also take any torch device string."""
-    if value is None:
-        return "cpu"
-    return f"cuda:{value}" if value.isdigit() else value
-
-
 def build_embedder(config: SearchConfig, device: str | None, scripted: bool):
     if not needs_embedder(config):
         return None
@@ -42,7 +35,7 @@ def build_embedder(config: SearchConfig, device: str | None, scripted: bool):
         return HashingEmbedder()
     from ets.backends.embedder import load_embedder
 
-    return load_embedder(config.embed_model, device=embed_device(device))
+    return load_embedder(config.embed_model, device=device)  # a GPU index (as the reference) or a torch device
 
 
 def build_backends(args: argparse.Namespace, config: SearchConfig, log: Callable[[str], None]) -> Backends:

