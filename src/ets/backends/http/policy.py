@@ -176,9 +176,9 @@ class OpenAICompletionsPolicy:
 
     async def _request(self, prompt: str, n: int, params: SamplingParams, affinity: str,
                        seed_offset: int) -> tuple[list[Step], str]:
-        host = self.pool.pick(affinity)
-        dialect = self.dialect.get(host, "openai")
-        body = self.body(prompt, n, params, dialect, seed_offset)
+        def body(host: str) -> dict:  # the extras depend on the server family of the host chosen
+            return self.body(prompt, n, params, self.dialect.get(host, "openai"), seed_offset)
+
         host, resp = await self.pool.post("/v1/completions", body, affinity=affinity)
         return parse_completion(resp, params.stop, where=host + "/v1/completions"), host
 

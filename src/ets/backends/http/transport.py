@@ -179,6 +179,8 @@ class HostPool:
     ) -> tuple[str, Any]:
         """Send one JSON request; return ``(host, decoded JSON body)``.
 
+        ``json`` may be a function of the chosen host (a body that depends on
+        the server family).
         ``host`` pins the request to one server (no failover). Raises
         :class:`BackendError` naming the URL on a 4xx answer at once, and after
         ``retries`` further attempts on connection errors, timeouts, 5xx, 429.
@@ -194,7 +196,8 @@ class HostPool:
                     target = host
                 else:
                     # move away from hosts that failed this request, while others remain
-                    target = self.pick(affinity, exclude=frozenset(tried) if len(tried) < len(self.hosts) else frozenset())
+                    done = frozenset(tried)
+                    target = self.pick(affinity, exclude=done if len(done) < len(self.hosts) else frozenset())
                 url = target + path
                 last_url = url
                 tried.append(target)
@@ -203,7 +206,8 @@ class HostPool:
                     self.stats.retries += 1
                 self._inflight[target] += 1
                 try:
-                    response = await self.client().request(method, url, json=json)
+                    payload = json(target) if callable(json) else json
+                    response = await self.client().request(method, url, json=payload)
                 except httpx.TimeoutException as exc:
                     last_error = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
                     self._down_until[target] = time.monotonic() + self.down_for
