@@ -312,13 +312,34 @@ def test_fast_paths_agree_with_math_verify():
     assert grader.counts["verify_calls"] < len(NUMBERS) ** 2 / 4  # most pairs never reach verify
 
 
+EXPRESSIONS = ["2\\pi", "6.283185", "6.28", "3\\sqrt{5}", "\\sqrt{45}", "\\frac{1}{\\sqrt{3}}", "9\\%", "9", "x=9",
+               "\\{9\\}"]
+
+
+def test_numeric_value_fast_path_agrees_with_math_verify():
+    from math_verify import parse, verify
+
+    grader = Grader()
+    parsed = {s: parse("\\boxed{" + s + "}") for s in EXPRESSIONS}
+    for given in EXPRESSIONS:
+        for ref in EXPRESSIONS:
+            want = given == ref or verify(parsed[ref], parsed[given])
+            assert grader.equivalent(given, ref) == want, (given, ref)
+    # 3 sqrt(5) = sqrt(45), 2 pi ~ 6.283185 (6 places), 9% = 9 (math-verify's rule), x=9 and 9
+    assert grader.equivalent("\\sqrt{45}", "3\\sqrt{5}") and grader.equivalent("6.283185", "2\\pi")
+    assert grader.equivalent("9\\%", "9") and grader.equivalent("9", "x=9")
+    assert not grader.equivalent("6.28", "2\\pi")
+    # verify is called only for the 48 ordered pairs with a non-number (9%, x=9, {9}) and the 4 close ones
+    assert grader.counts["verify_calls"] <= 52
+
+
 def test_grader_caches_parses_and_pairs():
     grader = Grader()
     for _ in range(3):
         assert grader.equivalent("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}")
         assert not grader.equivalent("\\sqrt{2}", "\\frac{1}{\\sqrt{3}}")
     assert grader.counts["parses"] == 3
-    assert grader.counts["verify_calls"] == 2
+    assert grader.counts["verify_calls"] == 1  # sqrt(2) vs 1/sqrt(3): apart by value, no verify
     assert grader.counts["cache_hits"] == 4
 
 

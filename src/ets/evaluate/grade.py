@@ -13,9 +13,14 @@ once). Fast paths give math-verify's verdict without calling it:
 * two answers that denote exact rationals (integers, or parsed to a sympy
   ``Rational``, as ``\frac{1}{3}``) are equivalent exactly when equal, as
   math-verify compares them;
-* a rational and a decimal differing by 1e-5 or more are not equivalent.
+* two answers that denote numbers (no variables, sets, tuples, matrices,
+  relations or percentages: ``2\\pi``, ``3\\sqrt{5}``, ``0.25``) whose values
+  differ by 1e-5 or more (and by more than 1e-9 relatively) are not
+  equivalent: every comparison math-verify makes of two such expressions
+  (structural, rounded to 6 places, ``(a-b).evalf() == 0``, ``simplify(a-b)
+  == 0``) fails for them. Each answer's value is computed once.
 
-Anything closer, or not a plain number, goes to ``verify``.
+Anything closer, or not a number, goes to ``verify``.
 
 math-verify bounds parsing and comparison with ``signal.alarm``, which only
 works in the main thread; elsewhere the timeouts are switched off, as its
@@ -55,6 +60,7 @@ class Grader:
         self.timeout = timeout
         self._parsed: dict[str, list] = {}
         self._values: dict[str, tuple[Fraction, bool] | None] = {}  # str -> (value, is_decimal)
+        self._approx: dict[str, complex | None] = {}  # str -> numeric value of a number-valued answer
         self._verdicts: dict[tuple[str, str], bool] = {}
         self.counts: Counter = Counter()  # comparisons, cache_hits, parses, verify_calls
 
@@ -87,6 +93,19 @@ class Grader:
         self._values[answer] = value
         return value
 
+    def approx(self, answer: str) -> complex | None:
+        """The numeric value of an answer that denotes a number (see the
+        module notes), else None."""
+        if answer in self._approx:
+            return self._approx[answer]
+        exact = self.value(answer)
+        if exact is not None:
+            approx = complex(float(exact[0]))
+        else:
+            approx = _numeric_value(self.parse(answer), _timeout(self.timeout))
+        self._approx[answer] = approx
+        return approx
+
     # -- comparison ------------------------------------------------------------
     def equivalent(self, given: str | None, reference: str | None) -> bool:
         """Is ``given`` equivalent to ``reference`` (the gold side for
@@ -117,6 +136,9 @@ class Grader:
                 return False
             if x == y and _is_plain(given) and _is_plain(reference):
                 return True  # equal plain numbers: sympy Floats (and Integers) compare equal
+        a_given, a_ref = self.approx(given), self.approx(reference)
+        if a_given is not None and a_ref is not None and _apart(a_given, a_ref):
+            return False
         self.counts["verify_calls"] += 1
         from math_verify import verify
 
@@ -135,6 +157,38 @@ class Grader:
 
 def _is_plain(answer: str) -> bool:
     return _NUMBER_RE.fullmatch(answer) is not None
+
+
+def _apart(x: complex, y: complex) -> bool:
+    d = abs(x - y)
+    return d >= 1e-5 and d > 1e-9 * max(abs(x), abs(y))
+
+
+def _numeric_value(parsed: list, timeout_seconds: int | None) -> complex | None:
+    """The value of a parsed answer that is a plain number-valued expression."""
+    if not parsed:
+        return None
+    from sympy import Expr, UnevaluatedExpr
+
+    expr = parsed[0]
+    if not isinstance(expr, Expr):  # sets, tuples, matrices, relations, strings
+        return None
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout
+
+    @timeout(timeout_seconds=timeout_seconds)
+    def evaluate():
+        if expr.free_symbols or expr.has(UnevaluatedExpr):  # variables; percentages (9% == 9 for math-verify)
+            return None
+        value = complex(expr.evalf(30))
+        if value != value or abs(value) == float("inf"):
+            return None
+        return value
+
+    try:
+        return evaluate()
+    except (Exception, TimeoutException):
+        return None
 
 
 def _as_rational(parsed: list) -> tuple[Fraction, bool] | None:
