@@ -157,7 +157,7 @@ def test_markdown_table(report):
     # method, width, 9 accuracies in %, KV cache, prefix reused, tokens, calls, time
     assert cells[:11] == ["softmax_costmodel", "4", "50.0", "50.0", "100.0", "50.0", "100.0",
                           "50.0", "50.0", "100.0", "50.0"]
-    assert cells[11:16] == ["4000", "160", "2000", "360", "6.0"]
+    assert cells[11:16] == ["4000", "160", "2000", "360", "6.00"]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -211,3 +211,35 @@ def test_report_errors_name_the_path(tmp_path, capsys):
     assert str(run / "stats.log") in err and "Number of Model Calls" in err
     assert main(["report", str(tmp_path / "nothing"), "--output", str(tmp_path / "out")]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_report_on_a_sweep_written_by_ets_run(tmp_path, capsys):
+    """End to end: `ets run --scripted` sweeps two methods over widths, `ets report` reads them."""
+    pytest.importorskip("ets.commands.run")
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {a}+{b}?", "answer": str(a + b)}) + "\n"
+                            for a, b in [(2, 3), (1, 1), (0, 4)]))
+    for method in ("softmax_costmodel", "softmax"):
+        assert main(["run", "--scripted", "--input_path", str(data), "--output_path",
+                     str(tmp_path / method / "answers.json"), "--width", "2", "4", "8",
+                     "--select_method", method, "--quiet"]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "softmax_costmodel"), str(tmp_path / "softmax"), "-o", str(out)]) == 0
+    rows = read_csv(out)
+    assert [(r["method"], r["width"]) for r in rows] == [
+        (m, str(w)) for m in ("softmax", "softmax_costmodel") for w in (2, 4, 8)]
+    for row in rows:
+        run = Path(row["run"])
+        run_json = json.loads((run / "run.json").read_text())
+        assert row["model_type"] == run_json["config"]["prompt_format"]
+        capsys.readouterr()
+        assert main(["evaluate", "--path", str(run / "answers.json"), "--all", "--json",
+                     "--model_type", row["model_type"]]) == 0
+        from_cli = json.loads(capsys.readouterr().out)["accuracy"]
+        assert {name: float(row[name]) for name in SETTINGS} == from_cli
+        log = read_stats_log(run / "stats.log")
+        for key in ("kv_cache_size", "model_calls", "tokens_generated"):
+            assert int(row[key]) == log[key] == run_json["stats"][key] > 0
+        assert int(row["prompt_tokens_reused"]) == run_json["stats"]["prompt_tokens_reused"]
+    for name in PLOTS:
+        assert png_size(out / name) == (640, 480)

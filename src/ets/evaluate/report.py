@@ -232,7 +232,7 @@ def _fmt_md(value, kind: str) -> str:
     if kind == "acc":
         return f"{100 * value:.1f}"
     if kind == "time":
-        return f"{value:.1f}"
+        return f"{value:.2f}"
     return str(value)
 
 
