@@ -70,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
 
     problems = synthetic_run(args.problems, args.width)
-    import math_verify  # noqa: F401  (import time is not grading time)
+    import math_verify  # noqa: F401  (imported first: import time is not grading time)
 
     grader = Grader()
     t0 = time.perf_counter()

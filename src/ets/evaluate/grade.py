@@ -1,4 +1,4 @@
-"""Answer equivalence with math-verify, cached.
+r"""Answer equivalence with math-verify, cached.
 
 :meth:`Grader.equivalent` plays the part of the reference's
 ``grade_answer(given, ground_truth)``: identical strings are equivalent
@@ -14,7 +14,7 @@ once). Fast paths give math-verify's verdict without calling it:
   ``Rational``, as ``\frac{1}{3}``) are equivalent exactly when equal, as
   math-verify compares them;
 * two answers that denote numbers (no variables, sets, tuples, matrices,
-  relations or percentages: ``2\\pi``, ``3\\sqrt{5}``, ``0.25``) whose values
+  relations or percentages: ``2\pi``, ``3\sqrt{5}``, ``0.25``) whose values
   differ by 1e-5 or more (and by more than 1e-9 relatively) are not
   equivalent: every comparison math-verify makes of two such expressions
   (structural, rounded to 6 places, ``(a-b).evalf() == 0``, ``simplify(a-b)
@@ -66,8 +66,8 @@ class Grader:
 
     # -- parsing ---------------------------------------------------------------
     def parse(self, answer: str) -> list:
-        """math-verify's parse of a bare answer (wrapped in ``\\boxed{}`` so that
-        bare LaTeX such as ``\\frac{1}{3}`` is read whole)."""
+        r"""math-verify's parse of a bare answer (wrapped in ``\boxed{}`` so that
+        bare LaTeX such as ``\frac{1}{3}`` is read whole)."""
         parsed = self._parsed.get(answer)
         if parsed is None:
             from math_verify import parse
