@@ -100,27 +100,40 @@ def get_format(name: str) -> PromptFormat:
         raise ValueError(f"unknown prompt_format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
 
 
+
 # Small instruct models (SmolLM2-135M-Instruct, the CPU default) on GSM8K-style problems: ChatML,
-# one step per line, and the answer as "Therefore, the final answer is: N". The leaf test looks for
-# "The answer is" / "The final answer is:" in the whole text, prompt included, and for
-# "Therefore, the final answer is" in the newest step only: the prompt may therefore show the
-# last of these verbatim (it is matched in steps, never in the prompt), and must not contain the
-# first two (case matters: "the final answer is:" after "Therefore, " is not "The final answer is:").
+# one step per line, the answer as "Therefore, the final answer is: N", taught by one worked
+# example (a 135M model follows an example far better than an instruction).
+# The leaf test looks for "The answer is" / "The final answer is:" in the whole text, prompt
+# included, but for "Therefore, the final answer is" in the newest step only. So the prompt may
+# show the last one verbatim (it is never a newest step) and must not contain the first two --
+# case matters: "the final answer is: 15" after "Therefore, " is not "The final answer is:".
 # The evaluator's lenient "answer is" rule reads the number after it.
 SMALL_INSTRUCT_SYSTEM = (
     "You are a helpful math tutor. Solve the problem step by step. "
-    "Write each step on its own line, with the calculation. "
-    "When you are done, write one last line: Therefore, the final answer is: N. "
-    "where N is the final number."
+    "Write each step on its own line, with its calculation. "
+    "End with the line: Therefore, the final answer is: N."
+)
+SMALL_INSTRUCT_EXAMPLE = (
+    "<|im_start|>user\nA baker has 12 rolls. He sells 5 rolls and then bakes 8 more. "
+    "How many rolls does he have now?<|im_end|>\n"
+    "<|im_start|>assistant\nAfter selling, the baker has 12 - 5 = 7 rolls.\n"
+    "After baking, he has 7 + 8 = 15 rolls.\n"
+    "Therefore, the final answer is: 15.<|im_end|>\n"
+    "<|im_start|>user\nA book costs $4 and a pen costs $2. How much do 3 books and 2 pens cost?<|im_end|>\n"
+    "<|im_start|>assistant\nThe books cost 3 * 4 = 12 dollars.\n"
+    "The pens cost 2 * 2 = 4 dollars.\n"
+    "Together they cost 12 + 4 = 16 dollars.\n"
+    "Therefore, the final answer is: 16.<|im_end|>\n"
 )
 register(PromptFormat(
     name="small_instruct",
     template=(
-        "<|im_start|>system\n" + SMALL_INSTRUCT_SYSTEM + "<|im_end|>\n"
-        "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>system\n" + SMALL_INSTRUCT_SYSTEM + "<|im_end|>\n" + SMALL_INSTRUCT_EXAMPLE
+        + "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     ),
     stop=("\n",),
     answer_style="answer_is",
-    description="ChatML for small instruct models (SmolLM2, the CPU default): one step per line, "
-                "'Therefore, the final answer is: N'",
+    description="ChatML for small instruct models (SmolLM2, the CPU default), one worked example: "
+                "one step per line, 'Therefore, the final answer is: N'",
 ))
