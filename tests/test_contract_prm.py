@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ets.backends.base import BackendError, Context
-from ets.backends.http import make_reward, parse_pooling_score, parse_sglang_score
+from ets.backends.http import aclose_all, make_reward, parse_pooling_score, parse_sglang_score
 from ets.backends.http.reward import PRM_SPECS, qwen_prm_text, rlhflow_text
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,7 +32,13 @@ CHAT = Context(Q, "<chat prompt>", ("## Step 1: add\n2+3=5\n\n", "Therefore, the
 
 
 def run(coro):
-    return asyncio.run(coro)
+    async def main():
+        try:
+            return await coro
+        finally:
+            await aclose_all()  # no sockets left open when the loop ends
+
+    return asyncio.run(main())
 
 
 # ---------------------------------------------------------------------------- SGLang /generate

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ets.backends.base import BackendError, Context, SamplingParams
-from ets.backends.http import HostPool, make_policy, make_reward, parse_completion
+from ets.backends.http import aclose_all, HostPool, make_policy, make_reward, parse_completion
 from ets.backends.scripted import toy_world
 from ets.config import SearchConfig
 from ets.search import search
@@ -28,7 +28,13 @@ CTX = Context("What is 2+3?", "What is 2+3?", ())
 
 
 def run(coro):
-    return asyncio.run(coro)
+    async def main():
+        try:
+            return await coro
+        finally:
+            await aclose_all()  # no sockets left open when the loop ends
+
+    return asyncio.run(main())
 
 
 def free_port() -> int:

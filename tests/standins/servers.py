@@ -96,7 +96,7 @@ class StandinServer:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "StandinServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

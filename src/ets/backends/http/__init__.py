@@ -15,7 +15,9 @@ read as ``http://host:port``); requests spread over them (see
 :mod:`ets.backends.base` and have ``async start()`` (alias ``check()``): it
 fails fast with a :class:`~ets.backends.base.BackendError` naming the URL when
 a server is unreachable or serves another model than ``model``; ``generate`` /
-``score`` call it on first use anyway. ``async aclose()`` closes connections.
+``score`` call it on first use anyway. ``async aclose()`` closes connections;
+``await aclose_all()`` closes those of every HTTP backend, before the event
+loop ends (else Python warns about unclosed sockets).
 
 Reward APIs (``api``): ``"ets"`` (``ets serve reward``), ``"sglang"``
 (token-logit PRMs on SGLang's ``/generate``; also spelled ``sglang-generate``),
@@ -43,10 +45,10 @@ from ets.backends.http.reward import (
     parse_pooling_score,
     parse_sglang_score,
 )
-from ets.backends.http.transport import HostPool, normalize_url, split_hosts
+from ets.backends.http.transport import HostPool, aclose_all, normalize_url, split_hosts
 
 __all__ = [
-    "EtsReward", "HTTPReward", "HostPool", "OpenAICompletionsPolicy", "PRM_SPECS", "PRMSpec", "REWARD_APIS",
+    "EtsReward", "HTTPReward", "aclose_all", "HostPool", "OpenAICompletionsPolicy", "PRM_SPECS", "PRMSpec", "REWARD_APIS",
     "SGLangGenerateReward", "VLLMPoolingReward", "make_policy", "make_reward", "normalize_url",
     "parse_completion", "parse_pooling_score", "parse_sglang_score", "split_hosts",
 ]

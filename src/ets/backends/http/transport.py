@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -67,6 +68,15 @@ class PoolStats:
     per_host: dict[str, int] = field(default_factory=dict)  # successful requests per host
 
 
+_POOLS: "weakref.WeakSet[HostPool]" = weakref.WeakSet()
+
+
+async def aclose_all() -> None:
+    """Close the connections every pool holds in the running loop (call it before the loop ends)."""
+    for pool in list(_POOLS):
+        await pool.aclose()
+
+
 class HostPool:
     """Async JSON requests to one or several equivalent servers."""
 
@@ -106,6 +116,7 @@ class HostPool:
         self._rr = 0
         self._clients: dict[int, httpx.AsyncClient] = {}
         self._sems: dict[int, asyncio.Semaphore] = {}
+        _POOLS.add(self)
 
     # ------------------------------------------------------------------ plumbing
     def _loop_key(self) -> int:
