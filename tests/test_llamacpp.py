@@ -1,0 +1,195 @@
+"""The in-process llama.cpp backends on the shipped CPU model (SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from ets.backends.base import BackendError, Context, Policy, Reward, SamplingParams  # noqa: E402
+from ets.formats import get_format  # noqa: E402
+
+try:
+    from ets.models import default_policy_model_path
+
+    MODEL = default_policy_model_path()
+except BackendError as e:  # pragma: no cover - depends on the install
+    pytest.skip(str(e), allow_module_level=True)
+
+from ets.backends.llamacpp import (  # noqa: E402
+    DEFAULT_FORMAT,
+    LlamaCppJudge,
+    LlamaCppPolicy,
+    TokenLogitPRM,
+    _find_stop,
+    load_model,
+)
+
+FMT = get_format(DEFAULT_FORMAT)
+QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have now?"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    p = LlamaCppPolicy(n_ctx=4096, seed=1, n_batch_seqs=4)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def judge():
+    j = LlamaCppJudge(n_ctx=2048)
+    yield j
+    j.close()
+
+
+def root() -> Context:
+    return Context(QUESTION, FMT.prompt(QUESTION))
+
+
+def params(**kw) -> SamplingParams:
+    base = dict(temperature=0.7, max_tokens=24, stop=FMT.stop, seed=3)
+    base.update(kw)
+    return SamplingParams(**base)
+
+
+def test_protocols(policy, judge):
+    assert isinstance(policy, Policy)
+    assert isinstance(judge, Reward)
+    assert load_model() is policy.model is judge.model  # one model in memory, two contexts
+    assert policy.engine.ctx is not judge.engine.ctx
+
+
+def test_generate_k_steps_with_token_counts(policy):
+    ctx = root()
+    prompt_tokens = run(policy.count_tokens(ctx.text))
+    assert prompt_tokens > 20
+    steps = run(policy.generate(ctx, 3, params()))
+    assert len(steps) == 3
+    for s in steps:
+        assert 1 <= s.num_tokens <= 24
+        assert s.finish_reason in ("stop", "length")
+        if s.finish_reason == "stop" and s.text:
+            assert s.text.endswith("\n") and "\n" not in s.text[:-1]
+    # one evaluation of the prefix, carried by the first sample
+    assert steps[0].prompt_tokens_computed + steps[0].prompt_tokens_reused == prompt_tokens
+    assert all(s.prompt_tokens_computed == 0 and s.prompt_tokens_reused == 0 for s in steps[1:])
+
+
+def test_second_expansion_reuses_the_prefix(policy):
+    ctx = Context(QUESTION + " Explain.", FMT.prompt(QUESTION + " Explain."))
+    first = run(policy.generate(ctx, 2, params()))
+    computed_before = policy.engine.prompt_tokens_computed
+    again = run(policy.generate(ctx, 2, params(seed=4)))
+    n = run(policy.count_tokens(ctx.text))
+    assert first[0].prompt_tokens_computed > 0
+    assert again[0].prompt_tokens_reused == n - 1  # everything but the last token, whose logits are needed
+    assert again[0].prompt_tokens_computed == 1
+    assert policy.engine.prompt_tokens_computed - computed_before == 1
+
+    # a child's expansion finds its parent (and most of its own step) in the cache
+    child = ctx.child(first[0].text or "Tom has 3 apples.\n")
+    steps = run(policy.generate(child, 2, params()))
+    assert steps[0].prompt_tokens_reused >= n - 1
+    assert steps[0].prompt_tokens_computed <= run(policy.count_tokens(child.text)) - (n - 1)
+
+
+def test_greedy_children_match_a_fresh_single_sequence(policy):
+    """Children decoded as one batch of sequences sharing the prefix's cells
+    give what a lone sequence gives (greedy, so the samples are deterministic)."""
+    ctx = Context("What is 12 times 4?", FMT.prompt("What is 12 times 4?"))
+    p = params(temperature=0.0, max_tokens=16)
+    batched = run(policy.generate(ctx, 3, p))
+    assert len({s.text for s in batched}) == 1
+    lone = LlamaCppPolicy(n_ctx=1024, n_batch_seqs=1, share_prefix=False)
+    try:
+        single = run(lone.generate(ctx, 1, p))
+    finally:
+        lone.close()
+    assert single[0].text == batched[0].text
+    assert single[0].num_tokens == batched[0].num_tokens
+
+
+def test_length_limit_and_many_children_in_groups(policy):
+    steps = run(policy.generate(root(), 6, params(max_tokens=3, stop=())))  # 6 children, groups of 4
+    assert len(steps) == 6
+    assert all(s.num_tokens <= 3 for s in steps)
+    assert any(s.finish_reason == "length" for s in steps)
+
+
+def test_concurrent_requests_are_serialised(policy):
+    async def many():
+        ctxs = [Context(q, FMT.prompt(q)) for q in ("What is 1+1?", "What is 2+2?", "What is 3+3?")]
+        return await asyncio.gather(*(policy.generate(c, 2, params(max_tokens=8)) for c in ctxs))
+
+    out = run(many())
+    assert [len(x) for x in out] == [2, 2, 2]
+
+
+def test_small_cache_evicts_instead_of_failing():
+    p = LlamaCppPolicy(n_ctx=512, n_slots=4, n_batch_seqs=2)
+    try:
+        for q in ("What is 1+1?", "What is 7+8?", "What is 9 times 9?", "What is 100-1?", "What is 5/5?"):
+            steps = run(p.generate(Context(q, FMT.prompt(q)), 2, params(max_tokens=16)))
+            assert len(steps) == 2
+        assert p.engine.cells_used() <= 512
+        with pytest.raises(BackendError):
+            run(p.generate(root(), 2, params(max_tokens=400)))  # cannot fit 2 x 400 tokens
+    finally:
+        p.close()
+
+
+def test_judge_scores_are_probabilities(judge):
+    ctx = root()
+    good = ctx.child("Tom has 3 + 5 = 8 apples.\n")
+    bad = ctx.child("Tom has 3 * 5 = 99 apples.\n")
+    deeper = good.child("Therefore, the final answer is: 8.\n")
+    scores = run(judge.score([good, bad, deeper]))
+    assert len(scores) == 3
+    assert all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores)
+    assert run(judge.score([ctx])) == [None]  # no step to score
+    # siblings share the judge's prompt up to the newest step
+    before = judge.engine.prompt_tokens_reused
+    run(judge.score([ctx.child("Tom buys 5 more apples.\n")]))
+    assert judge.engine.prompt_tokens_reused - before > 50
+
+
+def test_judge_render_modes():
+    shepherd = TokenLogitPRM(format="llemma", n_ctx=512, n_slots=1)
+    try:
+        assert shepherd.mode == "step_tag"
+        ctx = Context("1+1?", "1+1?\n", ("Step 1: 1+1=2 ки", "\nThe answer is: 2"))
+        text = shepherd.render(ctx)
+        assert text.endswith("The answer is: 2 ки") and text.startswith("1+1?\n")
+        assert 0.0 <= run(shepherd.score([ctx]))[0] <= 1.0
+    finally:
+        shepherd.close()
+    rlhf = TokenLogitPRM(format="llama", n_ctx=512, n_slots=1)
+    try:
+        assert rlhf.mode == "rlhflow"
+        ctx = Context("1+1?", "<prompt>", ("## Step 1: add\n\n", "Therefore, the final answer is: $\\boxed{2}$."))
+        text = rlhf.render(ctx)
+        assert text.count("<|start_header_id|>user<|end_header_id|>") == 2
+        assert "1+1? ## Step 1: add<|eot_id|>" in text
+        assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        assert text.count("+<|eot_id|>") == 1
+    finally:
+        rlhf.close()
+
+
+def test_find_stop():
+    assert _find_stop("abc\ndef", ("\n",)) == 4
+    assert _find_stop("abc", ("\n",)) is None
+    assert _find_stop("a\n\nb", ("\n\n", "\n")) == 2
+    assert _find_stop("x ки y", ("ки",)) == 4
+
+
+def test_missing_model_file_is_a_backend_error(tmp_path):
+    with pytest.raises(BackendError):
+        LlamaCppPolicy(model_path=tmp_path / "nope.gguf")
