@@ -103,7 +103,9 @@ def load_model(model_path: str | os.PathLike | None = None):
             params = llama_cpp.llama_model_default_params()
             params.n_gpu_layers = 0
             try:
-                model = _internals.LlamaModel(path_model=path, params=params, verbose=False)
+                # verbose=True: no stdout/stderr redirection (its /dev/null handles leak); the log callback
+                # above already silences llama.cpp
+                model = _internals.LlamaModel(path_model=path, params=params, verbose=True)
             except ValueError as e:
                 raise BackendError(f"llama.cpp could not load the model: {e}", where=path) from e
             _MODELS[path] = model

@@ -1,0 +1,88 @@
+"""A real tree search on the CPU: `ets run` with no model server, on two real GSM8K problems.
+
+The policy is SmolLM2-135M-Instruct in llama.cpp (in process), the PRM the same
+model asked whether the newest step is correct, the diversity term of ETS the
+shipped all-MiniLM-L6-v2. Everything loads from installed packages, offline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("sentence_transformers")
+
+from ets.backends.base import BackendError  # noqa: E402
+from ets.cli import main  # noqa: E402
+
+try:
+    from ets import models
+
+    models.default_policy_model_path()
+    models.default_embedder_path()
+    models.builtin_dataset_path("gsm8k")
+except BackendError as e:  # pragma: no cover - depends on the install
+    pytest.skip(str(e), allow_module_level=True)
+
+
+def test_real_search_on_two_gsm8k_problems(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main([
+        "run", "--input_path", "gsm8k", "--num_samples", "2", "--output_path", str(out / "answers.json"),
+        "--width", "2", "--select_method", "softmax_costmodel",
+        "--set", "lambdas=1.0", "--set", "lambdac=1.0",
+        "--set", "max_step_tokens=32", "--set", "max_tokens=440", "--set", "max_depth=8",
+        "--set", "temperature=0.7", "--set", "seed=0", "--set", "num_threads=2",
+        "--embed_device", "cpu", "--quiet",
+    ])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+
+    # the reference's files
+    answers = json.loads((out / "answers.json").read_text())
+    assert [a["id"] for a in answers] == [0, 1]
+    assert answers[0]["question"].startswith("Janet")
+    stats_log = (out / "stats.log").read_text().splitlines()
+    assert [line.split(":")[0] for line in stats_log] == [
+        "Total KV cache size", "Number of Model Calls", "Number of Tokens Generated", "Time"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["prompt_format"] == "small_instruct"  # the CPU default
+    assert "llama.cpp" in run["backends"]["policy"]["engine"]
+
+    # the trees, and a score per step, each a probability
+    calls = generated = 0
+    leaves = 0
+    for a in answers:
+        tree = json.loads((out / "trees" / f"q{a['id']}.json").read_text())
+        nodes = tree["nodes"]
+        assert nodes[0]["parent_id"] is None and nodes[0]["depth"] == 0 and nodes[0]["score"] == 1.0
+        assert nodes[0]["num_step_tokens"] > 100  # the real prompt's tokens
+        for n in nodes[1:]:
+            assert 0.0 <= n["score"] <= 1.0
+            assert 1 <= n["num_step_tokens"] <= 32
+        calls += len(nodes) - 1
+        generated += sum(n["num_step_tokens"] for n in nodes[1:])
+        by_id = {n["id"]: n for n in nodes}
+        for traj in a["model_answer"]:
+            leaves += 1
+            scores = traj["step_scores"]
+            assert len(scores) == len(traj["steps"]) >= 1  # one score per step
+            assert all(0.0 <= s <= 1.0 for s in scores)
+            assert traj["text"].endswith(traj["steps"][-1])
+        for n in nodes:
+            if n["leaf"]:
+                assert by_id[n["parent_id"]]["leaf"] is False
+        assert a["total_tokens"] == sum(n["num_step_tokens"] for n in nodes[1:])
+    assert leaves >= 1, "the small model reached no final answer on either problem"
+
+    # the statistics: counts agree with the trees, and the prefix cache was used
+    s = run["stats"]
+    assert s["model_calls"] == calls == int(stats_log[1].split(":")[1])
+    assert s["tokens_generated"] == generated == int(stats_log[2].split(":")[1])
+    assert s["kv_cache_size"] > 0
+    assert s["prompt_tokens_computed"] > 0
+    assert s["prompt_tokens_reused"] > 0
+    # expansions after the first find their parent in the cache: most prompt tokens are reused
+    assert s["prompt_tokens_reused"] > s["prompt_tokens_computed"]
