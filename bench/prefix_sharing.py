@@ -6,8 +6,9 @@ One run, the same tree-shaped workload three ways, side by side:
   (what a backend without a prefix cache does: ``k`` prompt evaluations per expansion);
 * ``shared prefix, sequential`` — the node's prompt is evaluated once (and found in the
   cache when its parent generated it), the ``k`` children are decoded one after another;
-* ``shared prefix, batched`` — the same, and the ``k`` children are decoded together as
-  ``k`` sequences of one llama.cpp batch sharing the prefix's cache cells (the default).
+* ``shared prefix, batched`` — the same, and the children are decoded together as
+  sequences of one llama.cpp batch sharing the prefix's cache cells: the ``k`` children of a
+  node, and those of every node of the depth expanded at the same time (the default).
 
 The workload: GSM8K test problems; each root is expanded into ``k`` children, and each
 child into ``k`` grandchildren (depth 2), ``max_tokens`` tokens per step (no stop string,
@@ -51,8 +52,9 @@ async def workload(policy: LlamaCppPolicy, qs: list[str], k: int, depth: int, pa
         frontier = [Context(q, fmt.prompt(q))]
         for _ in range(depth):
             nxt = []
-            for ctx in frontier:
-                steps = await policy.generate(ctx, k, params)
+            # as the search does: every node of a depth is expanded at once
+            results = await asyncio.gather(*(policy.generate(ctx, k, params) for ctx in frontier))
+            for ctx, steps in zip(frontier, results):
                 calls += 1
                 for s in steps:
                     generated += s.num_tokens
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [
         ("no sharing (whole prompt per child)", dict(share_prefix=False, n_batch_seqs=1)),
         ("shared prefix, children sequential", dict(share_prefix=True, n_batch_seqs=1)),
-        ("shared prefix, children batched", dict(share_prefix=True, n_batch_seqs=args.k)),
+        ("shared prefix, children batched", dict(share_prefix=True, n_batch_seqs=16)),
     ]
     rows = []
     for name, kw in modes:

@@ -33,8 +33,11 @@ def test_real_search_on_two_gsm8k_problems(tmp_path, capsys):
         "run", "--input_path", "gsm8k", "--num_samples", "2", "--output_path", str(out / "answers.json"),
         "--width", "2", "--select_method", "softmax_costmodel",
         "--set", "lambdas=1.0", "--set", "lambdac=1.0",
-        "--set", "max_step_tokens=32", "--set", "max_tokens=440", "--set", "max_depth=8",
-        "--set", "temperature=0.7", "--set", "seed=0", "--set", "num_threads=2",
+        # small steps and budgets keep it to ~30 s; temperature 0.4 keeps the 135M model on the
+        # format of its worked examples, so it reaches "Therefore, the final answer is" (seen with
+        # seeds 0-3: every run found answers)
+        "--set", "max_step_tokens=32", "--set", "max_tokens=520", "--set", "max_depth=10",
+        "--set", "temperature=0.4", "--set", "seed=1", "--set", "num_threads=2",
         "--embed_device", "cpu", "--quiet",
     ])
     printed = capsys.readouterr()

@@ -133,14 +133,17 @@ def test_concurrent_requests_are_serialised(policy):
 
 
 def test_small_cache_evicts_instead_of_failing():
-    p = LlamaCppPolicy(n_ctx=512, n_slots=4, n_batch_seqs=2)
+    p = LlamaCppPolicy(n_ctx=512, n_slots=4, n_batch_seqs=2)  # also: children wait for a free slot
     try:
         for q in ("What is 1+1?", "What is 7+8?", "What is 9 times 9?", "What is 100-1?", "What is 5/5?"):
             steps = run(p.generate(Context(q, FMT.prompt(q)), 2, params(max_tokens=16)))
             assert len(steps) == 2
         assert p.engine.cells_used() <= 512
-        with pytest.raises(BackendError):
-            run(p.generate(root(), 2, params(max_tokens=400)))  # cannot fit 2 x 400 tokens
+        long_question = "Add these numbers: " + " + ".join(str(i) for i in range(400))
+        with pytest.raises(BackendError, match="n_ctx"):  # a prompt longer than the whole cache
+            run(p.generate(Context(long_question, FMT.prompt(long_question)), 2, params(max_tokens=4)))
+        steps = run(p.generate(root(), 2, params(max_tokens=4)))  # and the policy still works after it
+        assert len(steps) == 2
     finally:
         p.close()
 

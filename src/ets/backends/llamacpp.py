@@ -37,6 +37,7 @@ llama.cpp contexts are not thread-safe: every call runs in a worker thread
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import os
 import threading
@@ -293,6 +294,8 @@ class _Engine:
             key = (n, -(len(slot.tokens) - n), slot.last_used)
             if best_key is None or key > best_key:
                 best, best_key = sid, key
+        if best is None:
+            raise BackendError(f"no free llama.cpp sequence slot (n_slots={self.n_slots})")
         best_lcp = best_key[0]
         reuse = min(best_lcp, len(tokens) - 1)  # the last token is always evaluated: its logits are needed
         src = self.slots[best]
@@ -355,26 +358,76 @@ class _Child:
     finish: str | None = None
 
 
+class _Request:
+    """One ``generate`` call inside the scheduler."""
+
+    def __init__(self, text: str, tokens: list[int], n: int, params: SamplingParams, seed: int):
+        self.tokens = tokens
+        self.n = n
+        self.params = params
+        self.stops = tuple(s for s in params.stop if s)
+        self.max_tokens = max(1, params.max_tokens)
+        self.key = [seed & 0xFFFFFFFF, zlib.crc32(text.encode("utf-8"))]
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.base: int | None = None
+        self.logits: np.ndarray | None = None
+        self.computed = self.reused = 0
+        self.started = 0  # children forked so far
+        self.results: list[Step | None] = [None] * n
+
+    def rng(self, index: int) -> np.random.Generator:
+        # one generator per child: its samples do not depend on how children were scheduled
+        return np.random.default_rng(self.key + [index])
+
+
+@dataclass
+class _Active:
+    request: _Request
+    index: int
+    child: _Child
+    rng: np.random.Generator
+
+
 class LlamaCppPolicy:
     """The policy, in process: ``k`` samples of the next step sharing the node's prefix.
 
-    ``n_batch_seqs`` children are decoded as one batch of sequences (more are
-    done in groups); ``n_slots`` sequence slots keep recent prefixes cached;
-    ``n_ctx`` is the size of the one KV cache all slots share."""
+    A scheduler thread owns the llama.cpp context. It evaluates each request's
+    prompt once (what the cache does not already hold), forks its children
+    from it, and decodes every running child of every request together, one
+    token each per ``llama_decode`` call: up to ``n_batch_seqs`` sequences a
+    batch (continuous batching; the search expands all nodes of a depth at
+    once). ``n_slots`` sequence slots keep recent prefixes cached; ``n_ctx``
+    is the size of the one KV cache all slots share.
+
+    ``share_prefix=False`` is the baseline of ``bench/prefix_sharing.py``:
+    every child evaluates its whole prompt in an emptied cache, alone.
+    """
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = 8192,
-                 n_threads: int | None = None, seed: int = 0, n_batch_seqs: int = 8,
+                 n_threads: int | None = None, seed: int = 0, n_batch_seqs: int = 16,
                  n_slots: int | None = None, share_prefix: bool = True):
         self.model = load_model(model_path)
         self.model_path = self.model.path_model
         self.n_batch_seqs = max(1, int(n_batch_seqs))
         self.share_prefix = share_prefix
-        n_slots = n_slots or max(16, self.n_batch_seqs + 2)
+        n_slots = n_slots or min(64, 2 * self.n_batch_seqs + 4)
+        if n_slots < 2:
+            raise ValueError("n_slots must be at least 2 (a prompt and a child)")
         self.engine = _Engine(self.model, n_ctx=n_ctx, n_slots=n_slots, n_threads=n_threads)
         self.seed = seed
+        self._cv = threading.Condition()
+        self._pending: list[_Request] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def close(self) -> None:
-        self.engine.close()
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        with self.engine.lock:
+            self.engine.close()
 
     # -- protocol --
 
@@ -384,86 +437,135 @@ class LlamaCppPolicy:
     async def generate(self, context: Context, n: int, params: SamplingParams) -> list[Step]:
         if n <= 0:
             return []
-        return await asyncio.to_thread(self._generate_locked, context.text, n, params)
+        if not self.share_prefix:
+            return await asyncio.to_thread(self._generate_unshared, context.text, n, params)
+        return await asyncio.wrap_future(self.submit(context.text, n, params))
 
-    # -- blocking part --
-
-    def _generate_locked(self, text: str, n: int, params: SamplingParams) -> list[Step]:
-        with self.engine.lock:
-            if self.share_prefix:
-                return self._generate(text, n, params)
-            # the baseline the prefix sharing is measured against: every child evaluates its whole prompt
-            out: list[Step] = []
-            for i in range(n):
-                self._forget()
-                out.extend(self._generate(text, 1, params, sample_index=i))
-            return out
-
-    def _forget(self) -> None:
-        for sid in range(self.engine.n_slots):
-            self.engine._clear(sid)
-
-    def _generate(self, text: str, n: int, params: SamplingParams, sample_index: int = 0) -> list[Step]:
-        eng = self.engine
+    def submit(self, text: str, n: int, params: SamplingParams) -> concurrent.futures.Future:
+        """Queue a request for the scheduler thread; the future gives its ``n`` steps."""
         seed = self.seed if params.seed is None else params.seed
-        rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(text.encode("utf-8")), sample_index])
-        tokens = eng.tokenize(text)
-        base, computed, reused, logits = eng.prepare(tokens)
-        steps: list[Step] = []
-        stops = tuple(s for s in params.stop if s)
-        group = self.n_batch_seqs
-        for g0 in range(0, n, group):
-            g = min(group, n - g0)
-            protect = {base}
-            slots = eng.fork(base, g, protect)  # the base slot keeps the prompt for the next group / siblings
-            eng._make_room(g * params.max_tokens, protect | set(slots))
-            children = [_Child(slot=s, token=_sample(logits, params.temperature, rng)) for s in slots]
-            self._run(children, params, stops, rng)
-            for i, c in enumerate(children):
-                first = g0 + i == 0
-                steps.append(Step(
-                    text=c.text, num_tokens=len(c.generated), finish_reason=c.finish or "length",
-                    prompt_tokens_computed=computed if first else 0,
-                    prompt_tokens_reused=reused if first else 0,
-                ))
-        return steps
+        req = _Request(text, self.engine.tokenize(text), n, params, seed)
+        with self._cv:
+            if self._closed:
+                raise BackendError("the llama.cpp policy is closed", where=self.model_path)
+            self._pending.append(req)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="ets-llamacpp-policy", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+        return req.future
 
-    def _run(self, children: list[_Child], params: SamplingParams, stops: tuple[str, ...],
-             rng: np.random.Generator) -> None:
+    # -- the baseline: no sharing --
+
+    def _generate_unshared(self, text: str, n: int, params: SamplingParams) -> list[Step]:
         eng = self.engine
-        max_tokens = max(1, params.max_tokens)
-        active = list(children)
-        while active:
-            still: list[_Child] = []
-            for c in active:
-                tok = c.token
-                c.generated.append(tok)
-                if eng.is_eog(tok):
-                    c.finish = "stop"
-                    continue
-                c.data.extend(eng.piece(tok))
-                c.text = c.data.decode("utf-8", errors="ignore")
-                cut = _find_stop(c.text, stops, _content_start(c.text))
-                if cut is not None:
-                    c.text = c.text[:cut]
-                    c.finish = "stop"
-                    continue
-                if len(c.generated) >= max_tokens:
-                    c.finish = "length"
-                    c.text = c.data.decode("utf-8", errors="replace")
-                    continue
-                still.append(c)
-            active = still
-            if not active:
+        out: list[Step] = []
+        with eng.lock:
+            for i in range(n):
+                for sid in range(eng.n_slots):
+                    eng._clear(sid)
+                req = _Request(text, eng.tokenize(text), 1, params, self.seed if params.seed is None else params.seed)
+                req.key.append(i)
+                base, computed, _, logits = eng.prepare(req.tokens)
+                sid = eng.fork(base, 1, {base})[0]
+                act = [_Active(req, 0, _Child(slot=sid, token=0), req.rng(0))]
+                act[0].child.token = _sample(logits, params.temperature, act[0].rng)
+                while act:
+                    eng._make_room(len(act), {base, sid})
+                    act = self._step(act)
+                c = req.results[0]
+                out.append(Step(text=c.text, num_tokens=c.num_tokens, finish_reason=c.finish_reason,
+                                prompt_tokens_computed=computed, prompt_tokens_reused=0))
+        return out
+
+    # -- the scheduler --
+
+    def _loop(self) -> None:
+        eng = self.engine
+        active: list[_Active] = []
+        admitted: list[_Request] = []  # requests whose children are not all forked yet (their base is busy)
+        while True:
+            with self._cv:
+                while not self._pending and not active and not admitted and not self._closed:
+                    self._cv.wait()
+                if self._closed and not self._pending and not active and not admitted:
+                    return
+                admitted.extend(self._pending)
+                self._pending.clear()
+            try:
+                with eng.lock:
+                    self._admit(admitted, active)
+                    admitted = [r for r in admitted if r.started < r.n]
+                    if active:
+                        busy = {a.child.slot for a in active} | {r.base for r in admitted if r.base is not None}
+                        eng._make_room(len(active), busy)
+                        active = self._step(active)
+            except BaseException as e:  # noqa: BLE001 - handed to every waiting request
+                failed = {id(a.request): a.request for a in active}
+                failed.update({id(r): r for r in admitted})
+                for r in failed.values():
+                    if not r.future.done():
+                        r.future.set_exception(e if isinstance(e, Exception) else BackendError(str(e)))
+                active, admitted = [], []
+                if not isinstance(e, Exception):
+                    raise
+
+    def _admit(self, admitted: list[_Request], active: list[_Active]) -> None:
+        """Evaluate new prompts and fork children while there is room in the batch and the slots."""
+        eng = self.engine
+        for req in admitted:
+            busy = {a.child.slot for a in active} | {r.base for r in admitted if r.base is not None}
+            if len(active) >= self.n_batch_seqs or eng.n_slots - len(busy) < (1 if req.base is not None else 2):
                 break
-            items = []
-            for c in active:
-                slot = eng.slots[c.slot]
-                items.append((c.token, len(slot.tokens), c.slot, True))
-            eng._decode(items)
-            for i, c in enumerate(active):
-                eng.slots[c.slot].tokens.append(c.token)
-                c.token = _sample(eng._logits(i), params.temperature, rng)
+            if req.base is None:
+                req.base, req.computed, req.reused, req.logits = eng.prepare(req.tokens, protect=busy)
+                busy.add(req.base)
+            while req.started < req.n and len(active) < self.n_batch_seqs and eng.n_slots - len(busy) >= 1:
+                sid = eng.fork(req.base, 1, busy)[0]
+                busy.add(sid)
+                rng = req.rng(req.started)
+                child = _Child(slot=sid, token=_sample(req.logits, req.params.temperature, rng))
+                active.append(_Active(req, req.started, child, rng))
+                req.started += 1
+            if req.started < req.n:
+                break  # first come, first served: the rest waits for room
+            req.logits = None
+
+    def _step(self, active: list[_Active]) -> list[_Active]:
+        """Account each running child's sampled token, then decode the unfinished ones as one batch."""
+        eng = self.engine
+        still: list[_Active] = []
+        for a in active:
+            c, req = a.child, a.request
+            c.generated.append(c.token)
+            if eng.is_eog(c.token):
+                c.finish = "stop"
+            else:
+                c.data.extend(eng.piece(c.token))
+                c.text = c.data.decode("utf-8", errors="ignore")
+                cut = _find_stop(c.text, req.stops, _content_start(c.text))
+                if cut is not None:
+                    c.text, c.finish = c.text[:cut], "stop"
+                elif len(c.generated) >= req.max_tokens:
+                    c.text, c.finish = c.data.decode("utf-8", errors="replace"), "length"
+            if c.finish is None:
+                still.append(a)
+                continue
+            first = a.index == 0
+            req.results[a.index] = Step(
+                text=c.text, num_tokens=len(c.generated), finish_reason=c.finish,
+                prompt_tokens_computed=req.computed if first else 0,
+                prompt_tokens_reused=req.reused if first else 0,
+            )
+            if req.started == req.n and all(r is not None for r in req.results) and not req.future.done():
+                req.future.set_result(list(req.results))
+        if still:
+            eng._decode([(a.child.token, len(eng.slots[a.child.slot].tokens), a.child.slot, True) for a in still])
+            for i, a in enumerate(still):
+                eng.slots[a.child.slot].tokens.append(a.child.token)
+                eng._touch(a.child.slot)
+                a.child.token = _sample(eng._logits(i), a.request.params.temperature, a.rng)
+        return still
 
 
 def _content_start(text: str) -> int:
