@@ -1,17 +1,50 @@
-"""Builds the policy, reward and embedder a run asks for, from its flags and config.
+"""Builds the policy, reward and embedder a run asks for.
 
 No ``--policy_host``: the built-in CPU models (llama.cpp in-process).
 ``--policy_host`` / ``--reward_host``: model servers over HTTP.
 ``--scripted``: a made-up policy and PRM, for trying the machinery without a model.
+
+What to build is a :class:`BackendSpec`: plain data, so a distributed runner
+can ship it to workers and build the same backends there.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 from ets.config import ConfigError, SearchConfig
 from ets.runner import Backends
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    policy_hosts: tuple[str, ...] = ()  # empty: the built-in CPU policy
+    reward_hosts: tuple[str, ...] = ()  # empty: the built-in CPU judge
+    reward_api: str | None = None
+    policy_model: str | None = None  # served model name to check (HTTP) or GGUF path (CPU)
+    reward_model: str | None = None
+    embed_device: str | None = None
+    scripted: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "BackendSpec":
+        spec = cls(
+            policy_hosts=tuple(args.policy_host or ()),
+            reward_hosts=tuple(args.reward_host or ()),
+            reward_api=args.reward_api,
+            policy_model=args.policy_model,
+            reward_model=args.reward_model,
+            embed_device=args.embed_device,
+            scripted=args.scripted,
+        )
+        if spec.scripted and (spec.policy_hosts or spec.reward_hosts):
+            raise ConfigError("--scripted replaces the models: drop --policy_host / --reward_host")
+        return spec
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def default_prompt_format(scripted: bool) -> str:
@@ -26,53 +59,54 @@ def needs_embedder(config: SearchConfig) -> bool:
     return config.select_method == "softmax_costmodel" and config.lambdas > 0
 
 
-def build_embedder(config: SearchConfig, device: str | None, scripted: bool):
+def build_embedder(config: SearchConfig, spec: BackendSpec):
     if not needs_embedder(config):
         return None
-    if scripted and not config.embed_model:
+    if spec.scripted and not config.embed_model:
         from ets.backends.scripted import HashingEmbedder
 
         return HashingEmbedder()
     from ets.backends.embedder import load_embedder
 
-    return load_embedder(config.embed_model, device=device)  # a GPU index (as the reference) or a torch device
+    return load_embedder(config.embed_model, device=spec.embed_device)  # a GPU index (as the reference) or a torch device
 
 
-def build_backends(args: argparse.Namespace, config: SearchConfig, log: Callable[[str], None]) -> Backends:
-    embedder = build_embedder(config, args.embed_device, args.scripted)
-    if args.scripted:
-        if args.policy_host or args.reward_host:
-            raise ConfigError("--scripted replaces the models: drop --policy_host / --reward_host")
+def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str], None] = lambda message: None) -> Backends:
+    embedder = build_embedder(config, spec)
+    if spec.scripted:
         from ets.backends.scripted import toy_world
 
         policy, reward = toy_world()
         return Backends(policy, reward, embedder, {"policy": "scripted toy world", "reward": "scripted toy world"})
 
     description = {}
-    if args.policy_host:
+    if spec.policy_hosts:
         from ets.backends.http import make_policy
 
-        policy = make_policy(args.policy_host, model=args.policy_model, max_concurrency=4 * config.num_threads)
-        description["policy"] = {"api": "openai-completions", "hosts": args.policy_host, "model": args.policy_model}
+        policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads)
+        description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": spec.policy_model}
     else:
         from ets.backends.llamacpp import LlamaCppPolicy
 
-        policy = LlamaCppPolicy(model_path=args.policy_model, seed=config.seed or 0)
+        policy = LlamaCppPolicy(model_path=spec.policy_model, seed=config.seed or 0)
         description["policy"] = {"engine": "llama.cpp in-process", "model": str(policy.model_path)}
         log(f"policy: {policy.model_path} (llama.cpp, in-process)")
 
-    if args.reward_host:
+    if spec.reward_hosts:
         from ets.backends.http import make_reward
 
-        reward = make_reward(args.reward_host, api=args.reward_api, reward_model_type=config.reward_model_type,
-                             model=args.reward_model, prompt_format=config.format_name)
-        description["reward"] = {"api": args.reward_api or config.reward_model_type, "hosts": args.reward_host}
+        reward = make_reward(list(spec.reward_hosts), api=spec.reward_api, reward_model_type=config.reward_model_type,
+                             model=spec.reward_model, prompt_format=config.format_name)
+        description["reward"] = {"api": spec.reward_api or config.reward_model_type, "hosts": list(spec.reward_hosts)}
     else:
-        from ets.backends.llamacpp import LlamaCppJudge
+        from ets.backends.llamacpp import LlamaCppJudge, TokenLogitPRM
 
-        reward = LlamaCppJudge(model_path=args.reward_model)
-        description["reward"] = {"engine": "llama.cpp in-process judge", "model": str(reward.model_path)}
-        log(f"reward: self-evaluation judge on {reward.model_path} (llama.cpp, in-process)")
+        if spec.reward_model:  # a PRM's GGUF: read as its prompt format says (step tag, RLHFlow turns, or a judge)
+            reward = TokenLogitPRM(spec.reward_model, format=config.format_name)
+        else:  # the policy model judging its own steps
+            reward = LlamaCppJudge(format=config.format_name)
+        description["reward"] = {"engine": f"llama.cpp in-process, {reward.mode}", "model": str(reward.model_path)}
+        log(f"reward: {reward.mode} on {reward.model_path} (llama.cpp, in-process)")
     if embedder is not None:
         description["embedder"] = config.embed_model or "built-in all-MiniLM-L6-v2"
     return Backends(policy, reward, embedder, description)

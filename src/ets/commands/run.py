@@ -81,7 +81,7 @@ def output_location(args: argparse.Namespace, config: SearchConfig) -> tuple[Pat
 
 
 def main(args: argparse.Namespace) -> int:
-    from ets.backends.factory import build_backends
+    from ets.backends.factory import BackendSpec, build_backends
     from ets.datasets import DatasetError, load_problems
     from ets.runner import run_problems, sweep_dirs
 
@@ -102,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
     from ets.search import SearchError
 
     try:
-        backends = build_backends(args, config, log=log)
+        backends = build_backends(BackendSpec.from_args(args), config, log=log)
     except (ConfigError, BackendError) as exc:
         print(f"ets run: {exc}", file=sys.stderr)
         return 2
