@@ -71,11 +71,6 @@ class RunSummary:
     resumed: int  # problems taken from an earlier run's checkpoints
 
 
-def fingerprint(config: SearchConfig, backends: Backends) -> dict[str, Any]:
-    settings = {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_KEYS}
-    return {"config": settings, "backends": backends.description}
-
-
 def answer_entry(problem: Problem, result: SearchResult) -> dict[str, Any]:
     """One problem of answers.json, in the reference's schema (plus each trajectory's steps)."""
     return {
@@ -99,14 +94,93 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _load_checkpoint(path: Path, problem: Problem, expected: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    if saved.get("fingerprint") != expected or saved.get("answer", {}).get("question") != problem.question:
-        return None
-    return saved
+class RunWriter:
+    """Everything a runner writes, in one place: checkpoints in, one tree file per
+    finished problem, then answers.json, stats.log and run.json. Local and
+    distributed runners differ only in how they get the searches done."""
+
+    def __init__(self, run_dir: str | Path, config: SearchConfig, description: dict[str, Any],
+                 problems: Sequence[Problem], *, answers_name: str = "answers.json",
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.trees = self.run_dir / "trees"
+        self.trees.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.description = description
+        self.problems = list(problems)
+        self.answers_name = answers_name
+        self.progress = progress
+        self.fingerprint = {
+            "config": {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_KEYS},
+            "backends": description,
+        }
+        self.entries: dict[int, dict] = {}
+        self.stats: dict[int, SearchStats] = {}
+        self.resumed = 0
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self.started = time.perf_counter()
+
+    def resume(self) -> list[Problem]:
+        """Take finished problems from earlier checkpoints; return those still to search."""
+        todo = []
+        for problem in self.problems:
+            saved = self._checkpoint(problem)
+            if saved:
+                self.entries[problem.id] = saved["answer"]
+                self.stats[problem.id] = SearchStats.from_dict(saved["stats"])
+            else:
+                todo.append(problem)
+        self.resumed = len(self.entries)
+        if self.progress and self.resumed:
+            self.progress(f"{self.run_dir}: {self.resumed} of {len(self.problems)} problems taken from earlier checkpoints")
+        return todo
+
+    def _checkpoint(self, problem: Problem) -> dict[str, Any] | None:
+        try:
+            saved = json.loads((self.trees / f"q{problem.id}.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if saved.get("fingerprint") != self.fingerprint or saved.get("answer", {}).get("question") != problem.question:
+            return None
+        return saved
+
+    def record(self, problem: Problem, result: SearchResult) -> None:
+        """A finished problem: its tree file (the checkpoint) is written at once."""
+        entry = answer_entry(problem, result)
+        write_json(self.trees / f"q{problem.id}.json", {
+            "fingerprint": self.fingerprint,
+            "answer": entry,
+            "stats": result.stats.to_dict(),
+            "nodes": result.tree.to_dicts(),
+        })
+        self.entries[problem.id] = entry
+        self.stats[problem.id] = result.stats
+        if self.progress:
+            elapsed = time.perf_counter() - self.started
+            self.progress(f"{self.run_dir}: {len(self.entries)}/{len(self.problems)} problems done ({elapsed:.1f}s)")
+
+    def finish(self, extra: dict[str, Any] | None = None) -> RunSummary:
+        stats = SearchStats()
+        for problem in self.problems:
+            stats.add(self.stats[problem.id])
+        stats.time = time.perf_counter() - self.started  # the run's wall time, not the sum over problems
+        answers = [self.entries[p.id] for p in self.problems]
+        write_json(self.run_dir / self.answers_name, answers)
+        write_atomic(self.run_dir / "stats.log", stats.stats_log())
+        write_json(self.run_dir / "run.json", {
+            "ets_version": versions().get("ets"),
+            "config": self.config.to_dict(),
+            "stats": stats.to_dict(),
+            "num_problems": len(self.problems),
+            "resumed_problems": self.resumed,
+            "backends": self.description,
+            "versions": versions(),
+            "command": sys.argv,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            **(extra or {}),
+        })
+        return RunSummary(run_dir=self.run_dir, config=self.config, stats=stats, answers=answers, resumed=self.resumed)
 
 
 async def run_problems(
@@ -120,27 +194,8 @@ async def run_problems(
     progress: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Search every problem (``num_threads`` at once) and write the run directory."""
-    run_dir = Path(run_dir)
-    trees = run_dir / "trees"
-    trees.mkdir(parents=True, exist_ok=True)
-    expected = fingerprint(config, backends)
-    started_at = dt.datetime.now(dt.timezone.utc)
-    started = time.perf_counter()
-
-    entries: dict[int, dict] = {}
-    per_problem_stats: dict[int, SearchStats] = {}
-    todo = []
-    for problem in problems:
-        saved = _load_checkpoint(trees / f"q{problem.id}.json", problem, expected) if resume else None
-        if saved:
-            entries[problem.id] = saved["answer"]
-            per_problem_stats[problem.id] = SearchStats.from_dict(saved["stats"])
-        else:
-            todo.append(problem)
-    resumed = len(entries)
-    if progress and resumed:
-        progress(f"{run_dir}: {resumed} of {len(problems)} problems taken from earlier checkpoints")
-
+    writer = RunWriter(run_dir, config, backends.description, problems, answers_name=answers_name, progress=progress)
+    todo = writer.resume() if resume else list(problems)
     gate = asyncio.Semaphore(config.num_threads)
 
     async def one(problem: Problem) -> None:
@@ -149,17 +204,7 @@ async def run_problems(
                 problem.question, config, policy=backends.policy, reward=backends.reward,
                 embedder=backends.embedder, problem_id=problem.id,
             )
-        entry = answer_entry(problem, result)
-        write_json(trees / f"q{problem.id}.json", {
-            "fingerprint": expected,
-            "answer": entry,
-            "stats": result.stats.to_dict(),
-            "nodes": result.tree.to_dicts(),
-        })
-        entries[problem.id] = entry
-        per_problem_stats[problem.id] = result.stats
-        if progress:
-            progress(f"{run_dir}: {len(entries)}/{len(problems)} problems done ({time.perf_counter() - started:.1f}s)")
+        writer.record(problem, result)
 
     tasks = [asyncio.create_task(one(p)) for p in todo]
     try:
@@ -169,28 +214,7 @@ async def run_problems(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-    stats = SearchStats()
-    for problem in problems:
-        stats.add(per_problem_stats[problem.id])
-    stats.time = time.perf_counter() - started  # the run's wall time, not the sum over problems
-    answers = [entries[p.id] for p in problems]
-
-    write_json(run_dir / answers_name, answers)
-    write_atomic(run_dir / "stats.log", stats.stats_log())
-    write_json(run_dir / "run.json", {
-        "ets_version": versions().get("ets"),
-        "config": config.to_dict(),
-        "stats": stats.to_dict(),
-        "num_problems": len(problems),
-        "resumed_problems": resumed,
-        "backends": backends.description,
-        "versions": versions(),
-        "command": sys.argv,
-        "started_at": started_at.isoformat(),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-    })
-    return RunSummary(run_dir=run_dir, config=config, stats=stats, answers=answers, resumed=resumed)
+    return writer.finish()
 
 
 def sweep_dirs(output_dir: Path, widths: Sequence[int]) -> list[Path]:
