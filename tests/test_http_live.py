@@ -79,8 +79,8 @@ def servers():
 
 
 def config(**kw) -> SearchConfig:
-    base = dict(width=3, select_method="softmax", prompt_format=FORMAT, max_step_tokens=24, max_tokens=300,
-                max_depth=4, temperature=0.8, seed=5)
+    base = dict(width=2, select_method="softmax", prompt_format=FORMAT, max_step_tokens=12, max_tokens=400,
+                max_depth=2, temperature=0.8, seed=5)
     base.update(kw)
     return SearchConfig(**base)
 
@@ -96,7 +96,7 @@ def test_llamacpp_server_policy(servers):
     async def go():
         await policy.start()
         n = await policy.count_tokens(ctx.prompt)
-        steps = await policy.generate(ctx, 2, SamplingParams(temperature=0.8, max_tokens=12, stop=fmt.stop, seed=1))
+        steps = await policy.generate(ctx, 2, SamplingParams(temperature=0.8, max_tokens=8, stop=fmt.stop, seed=1))
         return n, steps
 
     n, steps = asyncio.run(go())
@@ -105,7 +105,7 @@ def test_llamacpp_server_policy(servers):
     assert n > 10
     assert len(steps) == 2
     for s in steps:
-        assert 1 <= s.num_tokens <= 12
+        assert 1 <= s.num_tokens <= 8
         assert s.finish_reason == "length" or s.text.endswith(fmt.stop[0])
 
 
@@ -136,7 +136,7 @@ def test_ets_run_with_policy_host_and_reward_host(servers, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ets.cli", "run", "--input_path", str(data), "--output_path", str(out),
          "--policy_host", policy_url, "--reward_host", reward_url, "--prompt_format", FORMAT,
-         "--width", "2", "--select_method", "softmax", "--set", "max_step_tokens=16", "--set", "max_depth=3",
+         "--width", "2", "--select_method", "softmax", "--set", "max_step_tokens=8", "--set", "max_depth=2",
          "--quiet"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -191,31 +191,46 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     url = url_for(args.host, args.port)
     print(f"ets serve: starting {args.role} server: {format_command(cmd, env)}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(cmd, env={**os.environ, **env})
+    # the engine's output goes to stderr: stdout carries the URL only, for scripts
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=sys.stderr.fileno())
 
-    def stop(signum=None, frame=None):
-        if proc.poll() is None:
-            proc.terminate()
+    stopping: list[float] = []  # when SIGTERM / SIGINT arrived
+
+    def on_signal(signum, frame):
+        # no waiting here: the main thread may be inside proc.wait(); just pass the signal on
+        if not stopping:
+            stopping.append(time.monotonic())
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def finish(grace: float = 15.0) -> int:
+        """Wait for the engine to exit; after ``grace`` seconds of a stop request, kill it."""
+        while True:
             try:
-                proc.wait(timeout=15)
+                return proc.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                if stopping and time.monotonic() - stopping[0] > grace:
+                    proc.kill()
 
-    previous = signal.signal(signal.SIGTERM, lambda s, f: (stop(), sys.exit(143)))
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
             wait_ready(url, proc, args.wait, ready_path(args.engine))
         except (RuntimeError, TimeoutError) as exc:
-            print(f"ets serve: {exc}", file=sys.stderr)
-            stop()
-            return 1
+            if not stopping:
+                print(f"ets serve: {exc}", file=sys.stderr)
+                on_signal(signal.SIGTERM, None)
+            finish()
+            return 143 if stopping else 1
         print(f"ets serve: {args.role} server ({args.engine}) ready at {url}", file=sys.stderr, flush=True)
         print(url, flush=True)
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop()
-        return 130
+        code = finish()
+        return 143 if stopping else code
     finally:
-        stop()
-        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            on_signal(signal.SIGTERM, None)
+            finish(grace=5.0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

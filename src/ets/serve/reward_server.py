@@ -15,8 +15,6 @@ Run it: ``ets serve reward [--model PRM.gguf] [--port 8012]``, or
 ``python -m ets.serve.reward_server --port 8012`` (same flags).
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import math
@@ -29,12 +27,21 @@ MAX_CONTEXTS = 1024  # per request
 
 
 def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type: str = "",
-               max_contexts: int = MAX_CONTEXTS):
-    """A FastAPI app serving ``reward`` (any object with ``async score(contexts)``)."""
+               max_contexts: int = MAX_CONTEXTS, on_ready=None):
+    """A FastAPI app serving ``reward`` (any object with ``async score(contexts)``);
+    ``on_ready()`` is called once the server has started."""
+    from contextlib import asynccontextmanager
+
     from fastapi import FastAPI, HTTPException
     from pydantic import BaseModel, Field
 
     from ets import __version__
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if on_ready is not None:
+            on_ready()
+        yield
 
     class ContextIn(BaseModel):
         question: str
@@ -44,7 +51,7 @@ def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type
     class ScoreRequest(BaseModel):
         contexts: list[ContextIn]
 
-    app = FastAPI(title="ets reward server", version=__version__)
+    app = FastAPI(title="ets reward server", version=__version__, lifespan=lifespan)
     lock = asyncio.Lock()
     info = {"server": "ets-reward", "model": model_name, "reward_model_type": reward_model_type,
             "version": __version__}
@@ -106,9 +113,7 @@ def serve(reward: Reward, *, host: str = "127.0.0.1", port: int = 8012, model_na
     """Run the server in the foreground until interrupted."""
     import uvicorn
 
-    app = create_app(reward, model_name=model_name, reward_model_type=reward_model_type)
-    if on_ready is not None:
-        app.add_event_handler("startup", on_ready)
+    app = create_app(reward, model_name=model_name, reward_model_type=reward_model_type, on_ready=on_ready)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -10,7 +10,7 @@ shared prefix once; a server that answers ``n = k`` with fewer choices
 Request body (https://platform.openai.com/docs/api-reference/completions)::
 
     {"model": M, "prompt": TEXT, "n": k, "max_tokens": T, "temperature": t,
-     "stop": [DELIM...], "logprobs": 1, "seed": s?}
+     "stop": [DELIM...], "logprobs": 1 (when n > 1), "seed": s?}
 
 plus, per server family (read from ``owned_by`` in ``GET /v1/models``):
 vLLM ``"include_stop_str_in_output": true`` and SGLang ``"no_stop_trim": true``
@@ -164,8 +164,10 @@ class OpenAICompletionsPolicy:
             "stop": list(params.stop),
             "stream": False,
         }
-        if self.request_logprobs:
-            body["logprobs"] = 1  # per-choice token lists: the token count of each sample
+        if self.request_logprobs and n > 1 and dialect != "llamacpp":
+            # per-choice token lists: the token count of each sample (with one choice, usage says it;
+            # llama-cpp-python answers one choice anyway, and its logprobs cost 4-5x the generation)
+            body["logprobs"] = 1
         if params.seed is not None:
             body["seed"] = int(params.seed) + seed_offset
         if dialect == "vllm":
