@@ -36,7 +36,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import socket
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from ets.runner import Backends, RunSummary, RunWriter
 from ets.search import SearchError, search
 
 INSTALL_HINT = "pip install 'ets[ray]'"
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray takes 127.0.0.1 as the node address
 MAX_ATTEMPTS = 2  # a problem whose worker died is tried once more on another worker
 
 
@@ -204,6 +207,9 @@ def run_problems_ray(
     backends (default :func:`ets.backends.factory.build_backends`); it is
     pickled to the workers, so a test or a library user can plug in others.
     """
+    if address is None and "ray" not in sys.modules:
+        # a local cluster is for this machine only: Ray's servers bind 127.0.0.1, not every interface
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     ray = import_ray()
     started, started_at = time.perf_counter(), dt.datetime.now(dt.timezone.utc)
     problems = list(problems)

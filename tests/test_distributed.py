@@ -1,0 +1,151 @@
+"""The Ray runner: the same run directory as the local runner, resume, errors.
+
+One local Ray cluster (2 CPUs, bound to 127.0.0.1) serves the whole module;
+its start-up is most of the module's time."""
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's servers on 127.0.0.1 only
+import ray  # noqa: E402
+
+import ets  # noqa: E402
+from ets.backends.base import BackendError  # noqa: E402
+from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
+from ets.datasets import Problem, load_problems  # noqa: E402
+from ets.distributed import RayNotInstalled, run_problems_ray  # noqa: E402
+from ets.runner import run_problems  # noqa: E402
+
+GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
+SPEC = BackendSpec(scripted=True)
+FIGURES = ("kv_cache_size", "model_calls", "tokens_generated", "expansions")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def problems():
+    loaded = load_problems(str(GSM8K))
+    extra = Problem(id=len(loaded), question="Tom has 3 apples and buys 4 more. How many apples does he have?",
+                    answer="#### 7", record={})
+    return [*loaded, extra]  # 6 problems
+
+
+def config(**changes):
+    return ets.SearchConfig(width=4, select_method="softmax", prompt_format="raw", num_threads=2).replace(**changes)
+
+
+def local_run(problems, cfg, run_dir):
+    return asyncio.run(run_problems(problems, cfg, build_backends(SPEC, cfg), run_dir))
+
+
+def same_run(ray_dir: Path, local_dir: Path, problems) -> None:
+    assert json.loads((ray_dir / "answers.json").read_text()) == json.loads((local_dir / "answers.json").read_text())
+    ray_stats = json.loads((ray_dir / "run.json").read_text())["stats"]
+    local_stats = json.loads((local_dir / "run.json").read_text())["stats"]
+    assert {k: ray_stats[k] for k in FIGURES} == {k: local_stats[k] for k in FIGURES}
+    # stats.log: the same figures (the time line differs)
+    assert (ray_dir / "stats.log").read_text().splitlines()[:3] == (local_dir / "stats.log").read_text().splitlines()[:3]
+    for p in problems:
+        trees = [json.loads((d / "trees" / f"q{p.id}.json").read_text()) for d in (ray_dir, local_dir)]
+        for tree in trees:
+            del tree["stats"]["time"]  # a search's wall time, the one thing that differs
+        assert trees[0] == trees[1]
+
+
+def failing_factory(bad_question):
+    """Backends whose PRM breaks on one problem (shipped to the workers by value)."""
+
+    def build(spec, cfg):
+        backends = build_backends(spec, cfg)
+        score_fn = backends.reward.score_fn
+
+        def score(question, steps):
+            return None if question == bad_question else score_fn(question, steps)
+
+        backends.reward.score_fn = score
+        return backends
+
+    return build
+
+
+def test_ray_run_equals_local_run(cluster, problems, tmp_path):
+    cfg = config()
+    local = local_run(problems, cfg, tmp_path / "local")
+    lines = []
+    summary = run_problems_ray(problems, cfg, SPEC, tmp_path / "ray", num_workers=2, progress=lines.append)
+    same_run(tmp_path / "ray", tmp_path / "local", problems)
+    assert summary.resumed == 0 and summary.answers == local.answers
+    run = json.loads((tmp_path / "ray" / "run.json").read_text())
+    assert run["distributed"]["workers"] == 2 and run["distributed"]["ray_address"]
+    assert run["backends"] == {"policy": "scripted toy world", "reward": "scripted toy world"}
+    assert any("2 workers" in line for line in lines) and any("6/6 problems done" in line for line in lines)
+
+    # the checkpoints are the local runner's: a distributed run over a local run directory searches nothing
+    summary = run_problems_ray(problems, cfg, SPEC, tmp_path / "local", num_workers=2)
+    assert summary.resumed == len(problems)
+
+
+def test_failing_problem_surfaces_then_resume_finishes_the_run(cluster, problems, tmp_path):
+    cfg = config(num_threads=1)
+    bad = problems[-1]  # fed last: at least 4 problems are finished (and recorded) before it starts
+    with pytest.raises(ets.SearchError) as info:
+        run_problems_ray(problems, cfg, SPEC, tmp_path / "ray", num_workers=2,
+                         backend_factory=failing_factory(bad.question))
+    message = str(info.value)
+    assert f"problem {bad.id}, child 0 of node 0: the reward model returned no score" in message
+    assert "worker" in message and "on node 127.0.0.1" in message
+    saved = sorted(int(p.stem[1:]) for p in (tmp_path / "ray" / "trees").glob("q*.json"))
+    assert bad.id not in saved and len(saved) >= 4
+    assert not (tmp_path / "ray" / "answers.json").exists()  # never a half-finished answers file
+    assert _all_cpus_free()  # the workers are gone
+
+    summary = run_problems_ray(problems, cfg, SPEC, tmp_path / "ray", num_workers=2)
+    assert summary.resumed == len(saved)
+    local_run(problems, cfg, tmp_path / "local")
+    same_run(tmp_path / "ray", tmp_path / "local", problems)
+
+
+def test_backend_error_while_building_names_the_worker(cluster, problems, tmp_path):
+    def broken(spec, cfg):
+        raise BackendError("policy server refused the connection", where="http://127.0.0.1:9")
+
+    with pytest.raises(BackendError) as info:
+        run_problems_ray(problems[:2], config(), SPEC, tmp_path, num_workers=2, backend_factory=broken)
+    assert "policy server refused the connection" in str(info.value)
+    assert "http://127.0.0.1:9" in info.value.where and "worker 0 on node" in info.value.where
+    assert not (tmp_path / "trees").exists() or not list((tmp_path / "trees").iterdir())
+
+
+def test_more_workers_than_problems_or_cpus(cluster, problems, tmp_path):
+    summary = run_problems_ray(problems[:3], config(), SPEC, tmp_path, num_workers=8)
+    assert json.loads((tmp_path / "run.json").read_text())["distributed"]["workers"] == 3
+    assert len(summary.answers) == 3
+
+
+def test_missing_ray_names_the_extra(monkeypatch, problems, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(RayNotInstalled, match=r"pip install 'ets\[ray\]'"):
+        run_problems_ray(problems, config(), SPEC, tmp_path, address="auto")
+
+
+def _all_cpus_free(timeout: float = 10.0) -> bool:
+    """The workers (one CPU each) are gone once the cluster's CPUs are all free again."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU"):
+            return True
+        time.sleep(0.1)
+    return False
