@@ -238,16 +238,15 @@ def run_problems_ray(
         writer = RunWriter(run_dir, config, description, problems, answers_name=answers_name, progress=progress)
         writer.started, writer.started_at = started, started_at  # the run's wall time includes Ray's start
         todo = writer.resume() if resume else list(problems)
-        for w in workers[max(1, len(todo)):]:  # resumed runs need fewer workers
-            _kill(ray, w)
+        used = max(1, min(count, len(todo)))
+        _kill(ray, workers[used:])  # a resumed run may need fewer workers
         _feed(ray, workers, todo, writer, pending, config.num_threads)
     finally:
         for ref in list(pending):
             ray.cancel(ref)
-        for w in workers:
-            _kill(ray, w)
-    return writer.finish(extra={"distributed": {"ray_address": where, "workers": count,
-                                                "nodes": sorted({w.node for w in workers})}})
+        _kill(ray, workers)
+    return writer.finish(extra={"distributed": {"ray_address": where, "workers": used,
+                                                "nodes": sorted({w.node for w in workers[:used]})}})
 
 
 def _setup(ray, workers: list[_Worker]) -> dict[str, Any]:
@@ -266,18 +265,22 @@ def _setup(ray, workers: list[_Worker]) -> dict[str, Any]:
     return outcomes[0]["description"]
 
 
-def _kill(ray, worker: _Worker) -> None:
-    if not worker.alive:
+def _kill(ray, workers: list[_Worker]) -> None:
+    """Close the workers' connections (a few seconds at most), then end their processes."""
+    live = [w for w in workers if w.alive]
+    for w in live:
+        w.alive = False
+    if not live:
         return
-    worker.alive = False
     try:
-        ray.get(worker.handle.close.remote(), timeout=5)
-    except Exception:  # dead already, or slow: killing it is what matters
+        ray.wait([w.handle.close.remote() for w in live], num_returns=len(live), timeout=5)
+    except Exception:  # dead already: killing them is what matters
         pass
-    try:
-        ray.kill(worker.handle)
-    except Exception:
-        pass
+    for w in live:
+        try:
+            ray.kill(w.handle)
+        except Exception:
+            pass
 
 
 def _feed(ray, workers: list[_Worker], todo: list[Problem], writer: RunWriter,
