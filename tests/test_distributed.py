@@ -130,6 +130,35 @@ def test_backend_error_while_building_names_the_worker(cluster, problems, tmp_pa
     assert not (tmp_path / "trees").exists() or not list((tmp_path / "trees").iterdir())
 
 
+def dying_factory(bad_question, flag: Path):
+    """Backends whose process dies (once: the flag file says so) on one problem."""
+
+    def build(spec, cfg):
+        backends = build_backends(spec, cfg)
+        score_fn = backends.reward.score_fn
+
+        def score(question, steps):
+            if question == bad_question and not flag.exists():
+                flag.write_text("died")
+                os._exit(1)  # a crashed worker process, as a lost node looks to the driver
+            return score_fn(question, steps)
+
+        backends.reward.score_fn = score
+        return backends
+
+    return build
+
+
+def test_dead_worker_problems_go_to_the_others(cluster, problems, tmp_path):
+    cfg = config()
+    lines = []
+    run_problems_ray(problems, cfg, SPEC, tmp_path / "ray", num_workers=2, progress=lines.append,
+                     backend_factory=dying_factory(problems[2].question, tmp_path / "flag"))
+    assert (tmp_path / "flag").exists() and any("died" in line for line in lines)
+    local_run(problems, cfg, tmp_path / "local")
+    same_run(tmp_path / "ray", tmp_path / "local", problems)
+
+
 def test_missing_ray_names_the_extra(monkeypatch, problems, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(RayNotInstalled, match=r"pip install 'ets\[ray\]'"):
