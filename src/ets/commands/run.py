@@ -102,7 +102,8 @@ def main(args: argparse.Namespace) -> int:
     from ets.search import SearchError
 
     try:
-        backends = build_backends(BackendSpec.from_args(args), config, log=log)
+        spec = BackendSpec.from_args(args)
+        backends = build_backends(spec, config, log=log)
     except (ConfigError, BackendError) as exc:
         print(f"ets run: {exc}", file=sys.stderr)
         return 2
@@ -110,6 +111,19 @@ def main(args: argparse.Namespace) -> int:
         log("note: --scripted: a made-up policy and PRM stand in for the models; the answers mean nothing")
 
     async def sweep():
+        try:
+            return await sweep_widths()
+        finally:
+            if spec.policy_hosts or spec.reward_hosts:
+                from ets.backends.http import aclose_all
+
+                await aclose_all()
+
+    async def sweep_widths():
+        # servers that do not answer, or serve another model, stop the run before any problem starts
+        for backend in (backends.policy, backends.reward):
+            if hasattr(backend, "start"):
+                await backend.start()
         summaries = []
         for width, run_dir in zip(widths, sweep_dirs(output_dir, widths)):
             run_config = config.replace(width=width)
