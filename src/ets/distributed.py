@@ -232,14 +232,14 @@ def run_problems_ray(
     ]
     pending: dict[Any, tuple[_Worker, Problem]] = {}
     try:
-        description = _setup(ray, workers)
-        log(f"ray ({where}): {count} workers on {len({w.node for w in workers})} node(s), "
-            f"{config.num_threads} problems at once each")
+        description = _setup(ray, workers, log)
         writer = RunWriter(run_dir, config, description, problems, answers_name=answers_name, progress=progress)
         writer.started, writer.started_at = started, started_at  # the run's wall time includes Ray's start
         todo = writer.resume() if resume else list(problems)
         used = max(1, min(count, len(todo)))
         _kill(ray, workers[used:])  # a resumed run may need fewer workers
+        log(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "
+            f"{config.num_threads} problems at once each")
         _feed(ray, workers, todo, writer, pending, config.num_threads)
     finally:
         for ref in list(pending):
@@ -249,19 +249,29 @@ def run_problems_ray(
                                                 "nodes": sorted({w.node for w in workers[:used]})}})
 
 
-def _setup(ray, workers: list[_Worker]) -> dict[str, Any]:
-    """Every worker builds its backends; return worker 0's description (the fingerprint's)."""
+def _setup(ray, workers: list[_Worker], log: Callable[[str], None], every: float = 60.0) -> dict[str, Any]:
+    """Every worker builds its backends; return worker 0's description (the fingerprint's).
+
+    Loading models can take minutes, so there is no deadline; a line every
+    ``every`` seconds says how many workers are still waiting (an actor the
+    cluster has no room for waits until it has)."""
     refs = {w.handle.setup.remote(): w for w in workers}
     outcomes: dict[int, dict] = {}
-    for ref, w in refs.items():
-        try:
-            outcomes[w.index] = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            raise WorkerError(f"could not start: {exc}", where=f"worker {w.index}") from exc
-        w.node = outcomes[w.index]["node"]
-    for w in workers:
-        if "error" in outcomes[w.index]:
-            raise_failure(outcomes[w.index]["error"], w, "building the backends")
+    waiting = list(refs)
+    while waiting:
+        ready, waiting = ray.wait(waiting, num_returns=1, timeout=every)
+        for ref in ready:
+            w = refs[ref]
+            try:
+                outcomes[w.index] = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                raise WorkerError(f"could not start: {exc}", where=f"worker {w.index}") from exc
+            w.node = outcomes[w.index]["node"]
+            if "error" in outcomes[w.index]:  # no need to wait for the others
+                raise_failure(outcomes[w.index]["error"], w, "building the backends")
+        if waiting and not ready:
+            log(f"ray: {len(outcomes)} of {len(workers)} workers ready; waiting for the others "
+                f"(building their backends, or no free CPU for them in the cluster)")
     return outcomes[0]["description"]
 
 
