@@ -119,16 +119,15 @@ def test_failing_problem_surfaces_then_resume_finishes_the_run(cluster, problems
     same_run(tmp_path / "ray", tmp_path / "local", problems)
 
 
-def test_backend_error_while_building_names_the_worker(cluster, problems, tmp_path):
-    def broken(spec, cfg):
-        raise BackendError("policy server refused the connection", where="http://127.0.0.1:9")
-
+def test_unreachable_server_is_reported_by_the_workers(cluster, problems, tmp_path):
+    dead = "http://127.0.0.1:9"  # nothing listens there
+    spec = BackendSpec(policy_hosts=(dead,), reward_hosts=(dead,), reward_api="ets")
     with pytest.raises(BackendError) as info:
-        run_problems_ray(problems[:2], config(), SPEC, tmp_path, num_workers=2, backend_factory=broken)
-    assert "policy server refused the connection" in str(info.value)
-    assert info.value.where.startswith("http://127.0.0.1:9; building the backends, worker ")
+        run_problems_ray(problems[:2], config(), spec, tmp_path, num_workers=2)
+    assert "cannot reach the policy server" in str(info.value)
+    assert info.value.where.startswith(f"{dead}/v1/models; building the backends, worker ")
     assert " on node 127.0.0.1" in info.value.where
-    assert not (tmp_path / "trees").exists() or not list((tmp_path / "trees").iterdir())
+    assert not (tmp_path / "trees").exists()  # stopped before the run directory was touched
 
 
 def dying_factory(bad_question, flag: Path):

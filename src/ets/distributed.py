@@ -119,7 +119,12 @@ class SearchWorker:
         if self.backends is None:
             try:
                 self.backends = self.backend_factory(self.spec, self.config)
+                # HTTP backends check their servers (reachable from this node? the right model?) before any problem
+                for backend in (self.backends.policy, self.backends.reward):
+                    if hasattr(backend, "start"):
+                        await backend.start()
             except (BackendError, SearchError) as exc:
+                self.backends = None
                 return {"node": self.node, "error": failure(exc)}
         return {"node": self.node, "description": self.backends.description}
 
@@ -138,11 +143,10 @@ class SearchWorker:
 
     async def close(self) -> None:
         """Close the HTTP connections of this worker's loop (no-op for other backends)."""
-        try:
-            from ets.backends.http.transport import aclose_all
-        except ImportError:
-            return
-        await aclose_all()
+        if self.spec.policy_hosts or self.spec.reward_hosts:
+            from ets.backends.http import aclose_all
+
+            await aclose_all()
 
 
 # ---------------------------------------------------------------------- driver side
