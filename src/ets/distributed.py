@@ -8,8 +8,9 @@ directory is the same as a local one (and either runner resumes the other's).
 
 Workers are Ray actors (async actors: one event loop each). Each builds its
 policy, reward and embedder once, from the plain-data
-:class:`~ets.backends.factory.BackendSpec`, and searches ``config.num_threads``
-problems at once. The driver feeds problems dynamically: a worker gets the next
+:class:`~ets.backends.factory.BackendSpec` (HTTP backends check their servers
+from the worker's node then, before any problem), and searches
+``config.num_threads`` problems at once. The driver feeds problems dynamically: a worker gets the next
 problem when one of its own finishes (problems differ a lot in length, a static
 split would leave workers idle at the end).
 
@@ -20,6 +21,8 @@ cache, whichever worker searches it) and moves to the least busy server when
 its preferred one is overloaded or down. Rotating the list per worker would
 only change which server a question hashes to, and would make the backend
 description, part of each checkpoint's fingerprint, differ between workers.
+(A URL on 127.0.0.1 means each worker's own node: one server per node on the
+same port keeps every worker on its local server.)
 
 Errors: a :class:`~ets.search.SearchError` or
 :class:`~ets.backends.base.BackendError` in a worker comes back to the driver
