@@ -173,6 +173,19 @@ class _HTTPReward:
         self.model = match[0]
 
 
+class _PerStepReward(_HTTPReward):
+    """A PRM server asked once per context, all of a batch's requests in flight at once."""
+
+    async def score(self, contexts: Sequence[Context]) -> list[float | None]:
+        if not contexts:
+            return []
+        await self._ensure_started()
+        return list(await asyncio.gather(*[self._score_one(c) for c in contexts]))
+
+    async def _score_one(self, context: Context) -> float | None:
+        raise NotImplementedError
+
+
 class EtsReward(_HTTPReward):
     """Client of ``ets serve reward`` (:mod:`ets.serve.reward_server`)."""
 
@@ -214,7 +227,7 @@ class EtsReward(_HTTPReward):
         return [None if s is None else float(s) for s in scores]
 
 
-class SGLangGenerateReward(_HTTPReward):
+class SGLangGenerateReward(_PerStepReward):
     """Token-logit PRM on SGLang's native ``/generate`` (see the module docstring)."""
 
     def __init__(self, pool: HostPool, *, spec: PRMSpec, model: str | None = None) -> None:
@@ -251,12 +264,6 @@ class SGLangGenerateReward(_HTTPReward):
             "token_ids_logprob": ids,
         }
 
-    async def score(self, contexts: Sequence[Context]) -> list[float | None]:
-        if not contexts:
-            return []
-        await self._ensure_started()
-        return list(await asyncio.gather(*[self._score_one(c) for c in contexts]))
-
     async def _score_one(self, context: Context) -> float | None:
         if not context.steps:
             return None
@@ -291,7 +298,7 @@ def parse_sglang_score(resp: Any, good_id: int, bad_id: int | None, *, where: st
     return 1.0 / (1.0 + math.exp(d)) if d < 700 else 0.0
 
 
-class VLLMPoolingReward(_HTTPReward):
+class VLLMPoolingReward(_PerStepReward):
     """Classification-head PRM on vLLM's ``/pooling`` (see the module docstring)."""
 
     def __init__(self, pool: HostPool, *, spec: PRMSpec, model: str | None = None, task: str | None = None) -> None:
@@ -308,12 +315,6 @@ class VLLMPoolingReward(_HTTPReward):
         if self.task:
             body["task"] = self.task
         return body
-
-    async def score(self, contexts: Sequence[Context]) -> list[float | None]:
-        if not contexts:
-            return []
-        await self._ensure_started()
-        return list(await asyncio.gather(*[self._score_one(c) for c in contexts]))
 
     async def _score_one(self, context: Context) -> float | None:
         if not context.steps:
