@@ -10,7 +10,7 @@ their own model (the step tag of a math-shepherd PRM, say) read
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 LLAMA3_SYSTEM_PROMPT = (
     "Cutting Knowledge Date: December 2023\nToday Date: 05 Jan 2025\n\n"
@@ -53,7 +53,7 @@ register(PromptFormat(
     answer_style="answer_is",
     description="the root prompt is the question unchanged; a step is one line",
 ))
-register(PromptFormat(
+LLEMMA = register(PromptFormat(
     name="llemma",
     template="{question}\n",
     stop=("ки",),
@@ -61,14 +61,8 @@ register(PromptFormat(
     step_tag="ки",
     description="math-shepherd style: steps end with the tag 'ки', the answer line is 'The answer is: X ки'",
 ))
-register(PromptFormat(
-    name="mistral",
-    template="{question}\n",
-    stop=("ки",),
-    answer_style="answer_is",
-    step_tag="ки",
-    description="math-shepherd style, as llemma (Mistral-7B math-shepherd policy and PRM)",
-))
+register(replace(LLEMMA, name="mistral",
+                 description="math-shepherd style, as llemma (Mistral-7B math-shepherd policy and PRM)"))
 register(PromptFormat(
     name="llama",
     template=(
