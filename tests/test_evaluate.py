@@ -140,6 +140,15 @@ def test_ground_truth_extraction():
     assert extract_ground_truth(" 18 ") == "18"
     assert extract_ground_truth(42) == "42"
     assert extract_ground_truth(None) is None
+    # ASDiv writes the unit after the number
+    assert extract_ground_truth("9 (apples)") == "9"
+    assert extract_ground_truth("1,200 (dollars)") == "1200"
+    assert extract_ground_truth("5 (a); 6 (b)") == "5 (a); 6 (b)"  # several answers: left as they are
+
+
+def test_asdiv_ground_truth_is_graded_on_its_number():
+    p = problem("14 (apples)", traj("Therefore, the final answer is: 14.", [0.5]))
+    assert evaluate_answers([p], "last", model_type="small_instruct").accuracy == 1.0
 
 
 def test_gsm8k_ground_truth_is_graded_on_its_number():

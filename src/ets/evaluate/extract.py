@@ -30,6 +30,8 @@ _SHEPHERD_RE = re.compile(r"The answer is:(.+) \u043a\u0438")
 _ANSWER_IS_RE = re.compile(r"[Tt]he (?:final )?answer is\s*:?[ \t]*([^\n]*)")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# ASDiv: a number followed by its unit in parentheses
+_UNIT_GT_RE = re.compile(r"^\s*(-?[\d.,/]*\d)\s*\([^()]*\)\s*$")
 _GSM8K_GT_RE = re.compile(r"####\s*(.+?)\s*$", re.S)
 
 
@@ -147,7 +149,8 @@ def extract_answer(text: str | None, model_type: str = "llemma") -> str:
 
 def extract_ground_truth(ground_truth) -> str | None:
     """The bare ground-truth answer: ``N`` from a GSM8K solution ending in
-    ``#### N`` (commas removed), else the value itself as a stripped string."""
+    ``#### N`` (commas removed), ``N`` from an ASDiv answer with its unit
+    (``9 (apples)``), else the value itself as a stripped string."""
     if ground_truth is None:
         return None
     gt = str(ground_truth)
@@ -155,4 +158,7 @@ def extract_ground_truth(ground_truth) -> str | None:
         match = _GSM8K_GT_RE.search(gt[gt.rfind("####"):])
         if match:
             return match.group(1).replace(",", "").strip()
+    match = _UNIT_GT_RE.match(gt)
+    if match:
+        return match.group(1).replace(",", "")
     return gt.strip()
