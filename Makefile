@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ets-installed
 DEMO := runs/demo
 DEMO_PROBLEMS ?= 6
+DEMO_DATA ?= asdiv
 
 .PHONY: install run test bench clean
 
@@ -27,12 +28,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# ETS with the built-in CPU models on a few GSM8K problems, against a greedy single sample on the
+# ETS with the built-in CPU models on a few ASDiv problems (grade-school word problems the 135M model
+# solves some of), against a greedy single sample on the
 # same problems, then the accuracy table with the run statistics.
 run: $(STAMP)
-	$(BIN)/ets run --input_path gsm8k --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
+	$(BIN)/ets run --input_path $(DEMO_DATA) --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
 		--output_path $(DEMO)/ets/answers.json
-	$(BIN)/ets run --input_path gsm8k --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
+	$(BIN)/ets run --input_path $(DEMO_DATA) --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
 		--select_method best_of_n --width 1 --set temperature=0 --output_path $(DEMO)/greedy/answers.json
 	$(BIN)/ets report $(DEMO)/greedy $(DEMO)/ets --output $(DEMO)/report
 	@cat $(DEMO)/report/report.md
