@@ -86,8 +86,11 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
         policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads)
         description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": spec.policy_model}
     else:
-        from ets.backends.llamacpp import LlamaCppPolicy
+        from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy
 
+        if not spec.policy_model and config.format_name != DEFAULT_FORMAT:
+            log(f"warning: the built-in CPU model is instruct-tuned for prompt_format {DEFAULT_FORMAT}; "
+                f"{config.format_name!r} will give it prompts it was not trained on (set --prompt_format {DEFAULT_FORMAT})")
         policy = LlamaCppPolicy(model_path=spec.policy_model, seed=config.seed or 0)
         description["policy"] = {"engine": "llama.cpp in-process", "model": str(policy.model_path)}
         log(f"policy: {policy.model_path} (llama.cpp, in-process)")
