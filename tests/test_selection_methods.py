@@ -162,3 +162,12 @@ def test_tree_solver_reaches_the_milp_optimum_on_random_programs():
         assert problem.value(keep, below) == pytest.approx(problem.value(solve_highs_milp(problem), below), abs=1e-9)
         solved += 1
     assert solved >= 40
+
+
+def test_ets_outcome_shares_keep_equal_scores_in_order():
+    """The reference computes the outcome shares with sorted(..., reverse=True), which keeps
+    equal scores in candidate order (unlike REBASE's sort-then-reverse): the earlier of two
+    tied candidates gets the larger share, so it is the one a heavy cost keeps."""
+    tree = build([(0, [0.5, 0.5]), (1, [0.5]), (2, [0.5])])
+    alloc = allocate("softmax_costmodel", tree, [3, 4], 3, {"softmax_temperature": 0.2, "lambdac": 3.0, "lambdas": 0.0})
+    assert alloc == {3: 3, 4: 0}

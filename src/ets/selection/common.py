@@ -39,21 +39,25 @@ def ceil_snapped(x: float) -> int:
     return math.ceil(x)
 
 
-def descending_order(weights: Sequence[float]) -> list[int]:
-    """Indices by weight, highest first; ties in reverse input order, as the
-    reference's ``sorted(...)`` followed by ``.reverse()`` leaves them."""
-    return sorted(range(len(weights)), key=lambda i: (weights[i], i), reverse=True)
+def descending_order(weights: Sequence[float], later_first: bool = True) -> list[int]:
+    """Indices by weight, highest first. Ties: in reverse input order (``later_first``),
+    as the reference's ``sorted(...)`` followed by ``.reverse()`` leaves them, or in
+    input order, as its ``sorted(..., reverse=True)`` does (ETS's outcome shares)."""
+    if later_first:
+        return sorted(range(len(weights)), key=lambda i: (weights[i], i), reverse=True)
+    return sorted(range(len(weights)), key=lambda i: -weights[i])
 
 
-def softmax_walk(log_weights: Sequence[float], width: int) -> tuple[list[int], list[int]]:
+def softmax_walk(log_weights: Sequence[float], width: int, later_first: bool = True) -> tuple[list[int], list[int]]:
     """REBASE's allocation of ``width`` over candidates with weights ``exp(log_weights)``.
 
     Walks the candidates from the heaviest: ``n_i = ceil(W * w_i / S)``, then
     ``W -= n_i`` and ``S -= w_i``. Returns (order, counts in that order).
     Computed in float64 with the remaining mass summed afresh at each step
     (no drift from repeated subtraction); weights of ``-inf`` get nothing.
+    ``later_first`` breaks ties as :func:`descending_order` does.
     """
-    order = descending_order(log_weights)
+    order = descending_order(log_weights, later_first)
     finite = [log_weights[i] for i in order if log_weights[i] != -math.inf]
     top = max(finite) if finite else 0.0
     # shifting by the maximum leaves every ratio w_i / S unchanged and avoids overflow
@@ -72,5 +76,6 @@ def softmax_walk(log_weights: Sequence[float], width: int) -> tuple[list[int], l
     return order, counts
 
 
-def softmax_allocation(scores: Sequence[float], width: int, temperature: float) -> tuple[list[int], list[int]]:
-    return softmax_walk([s / temperature for s in scores], width)
+def softmax_allocation(scores: Sequence[float], width: int, temperature: float,
+                       later_first: bool = True) -> tuple[list[int], list[int]]:
+    return softmax_walk([s / temperature for s in scores], width, later_first)

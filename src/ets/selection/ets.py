@@ -101,7 +101,9 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
     node_weight = (ZERO_LAMBDAC_WEIGHT if params.lambdac == 0 else -params.lambdac) * cost
 
     # outcome: each candidate's share of a softmax allocation over all candidates
-    order, counts = softmax_allocation([tree[c].score for c in candidates], width, params.softmax_temperature)
+    # the reference sorts these with sorted(..., reverse=True): equal scores keep their order
+    order, counts = softmax_allocation([tree[c].score for c in candidates], width, params.softmax_temperature,
+                                       later_first=False)
     shares = np.zeros(n)
     shares[order] = counts
     outcome = shares / shares.sum()
