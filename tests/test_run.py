@@ -129,3 +129,23 @@ def test_public_api_search_returns_answers_and_stats():
     assert result.stats.tokens_generated == 2 * 2 + 2 * 6
     # KV: depth 0 -> root (1 token); depth 1 -> root + two 2-token children
     assert result.stats.kv_cache_size == 1 + (1 + 2 + 2)
+
+
+def test_rerun_keeps_the_runs_time_and_a_failed_rerun_leaves_no_stale_answers(tmp_path):
+    problems = load_problems(str(GSM8K), num_samples=2)
+    policy, reward = toy_world()
+    config = ets.SearchConfig(width=3, select_method="softmax", prompt_format="raw")
+    backends = Backends(policy, reward, description={"policy": "toy"})
+    first = asyncio.run(run_problems(problems, config, backends, tmp_path))
+    searched_until = max(json.loads(p.read_text())["run_elapsed"] for p in (tmp_path / "trees").iterdir())
+    assert 0 < searched_until <= first.stats.time
+    again = asyncio.run(run_problems(problems, config, backends, tmp_path))  # everything resumed
+    # the time is the run's, not the near-zero of an invocation that searched nothing
+    assert again.resumed == 2 and again.stats.time >= searched_until
+    assert float((tmp_path / "stats.log").read_text().splitlines()[3].split(": ")[1]) == again.stats.time
+
+    broken = Backends(policy, ScriptedReward(lambda q, steps: None), description={"policy": "toy"})
+    with pytest.raises(ets.SearchError):
+        asyncio.run(run_problems(problems, config.replace(lambdac=2.0), broken, tmp_path))
+    # the earlier run's final files no longer describe what is in the directory: gone
+    assert not any((tmp_path / name).exists() for name in ("answers.json", "stats.log", "run.json"))

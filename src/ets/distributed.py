@@ -242,7 +242,7 @@ def run_problems_ray(
         description = _setup(ray, workers, log)
         writer = RunWriter(run_dir, config, description, problems, answers_name=answers_name, progress=progress)
         writer.started, writer.started_at = started, started_at  # the run's wall time includes Ray's start
-        todo = writer.resume() if resume else list(problems)
+        todo = writer.resume(enabled=resume)
         used = max(1, min(count, len(todo)))
         _kill(ray, workers[used:])  # a resumed run may need fewer workers
         log(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "

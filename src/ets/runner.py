@@ -117,20 +117,26 @@ class RunWriter:
         self.entries: dict[int, dict] = {}
         self.stats: dict[int, SearchStats] = {}
         self.resumed = 0
+        self.elapsed_before = 0.0  # wall time earlier invocations spent on the checkpoints resumed
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.started = time.perf_counter()
 
-    def resume(self) -> list[Problem]:
+    def resume(self, enabled: bool = True) -> list[Problem]:
         """Take finished problems from earlier checkpoints; return those still to search."""
+        if not enabled:
+            self.start(self.problems)
+            return list(self.problems)
         todo = []
         for problem in self.problems:
             saved = self._checkpoint(problem)
             if saved:
                 self.entries[problem.id] = saved["answer"]
                 self.stats[problem.id] = SearchStats.from_dict(saved["stats"])
+                self.elapsed_before = max(self.elapsed_before, saved.get("run_elapsed", 0.0))
             else:
                 todo.append(problem)
         self.resumed = len(self.entries)
+        self.start(todo)
         if self.progress and self.resumed:
             self.progress(f"{self.run_dir}: {self.resumed} of {len(self.problems)} problems taken from earlier checkpoints")
         return todo
@@ -144,6 +150,16 @@ class RunWriter:
             return None
         return saved
 
+    def start(self, todo: Sequence[Problem]) -> None:
+        """Work is about to start: final files of an earlier run no longer describe this one."""
+        if todo:
+            for name in (self.answers_name, "stats.log", "run.json"):
+                (self.run_dir / name).unlink(missing_ok=True)
+
+    def elapsed(self) -> float:
+        """The run's wall time so far, earlier invocations' included."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
     def record(self, problem: Problem, result: SearchResult) -> None:
         """A finished problem: its tree file (the checkpoint) is written at once."""
         entry = answer_entry(problem, result)
@@ -151,19 +167,19 @@ class RunWriter:
             "fingerprint": self.fingerprint,
             "answer": entry,
             "stats": result.stats.to_dict(),
+            "run_elapsed": self.elapsed(),
             "nodes": result.tree.to_dicts(),
         })
         self.entries[problem.id] = entry
         self.stats[problem.id] = result.stats
         if self.progress:
-            elapsed = time.perf_counter() - self.started
-            self.progress(f"{self.run_dir}: {len(self.entries)}/{len(self.problems)} problems done ({elapsed:.1f}s)")
+            self.progress(f"{self.run_dir}: {len(self.entries)}/{len(self.problems)} problems done ({self.elapsed():.1f}s)")
 
     def finish(self, extra: dict[str, Any] | None = None) -> RunSummary:
         stats = SearchStats()
         for problem in self.problems:
             stats.add(self.stats[problem.id])
-        stats.time = time.perf_counter() - self.started  # the run's wall time, not the sum over problems
+        stats.time = self.elapsed()  # the run's wall time (over every invocation), not the sum over problems
         answers = [self.entries[p.id] for p in self.problems]
         write_json(self.run_dir / self.answers_name, answers)
         write_atomic(self.run_dir / "stats.log", stats.stats_log())
@@ -195,7 +211,7 @@ async def run_problems(
 ) -> RunSummary:
     """Search every problem (``num_threads`` at once) and write the run directory."""
     writer = RunWriter(run_dir, config, backends.description, problems, answers_name=answers_name, progress=progress)
-    todo = writer.resume() if resume else list(problems)
+    todo = writer.resume(enabled=resume)
     gate = asyncio.Semaphore(config.num_threads)
 
     async def one(problem: Problem) -> None:
