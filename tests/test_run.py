@@ -149,3 +149,25 @@ def test_rerun_keeps_the_runs_time_and_a_failed_rerun_leaves_no_stale_answers(tm
         asyncio.run(run_problems(problems, config.replace(lambdac=2.0), broken, tmp_path))
     # the earlier run's final files no longer describe what is in the directory: gone
     assert not any((tmp_path / name).exists() for name in ("answers.json", "stats.log", "run.json"))
+
+
+@pytest.mark.parametrize("bad", [None, float("nan")])
+def test_a_missing_or_nan_score_names_problem_and_node(bad):
+    policy, reward = toy_world()
+    config = ets.SearchConfig(width=2, select_method="softmax", prompt_format="raw")
+    broken = ScriptedReward(lambda q, steps: bad if len(steps) == 2 else reward.score_fn(q, steps))
+    with pytest.raises(ets.SearchError, match=r"problem 7, child 0 of node \d+: the reward model returned (no|nan) score"):
+        asyncio.run(ets.search("q", config, policy=policy, reward=broken, problem_id=7))
+
+
+def test_output_path_may_name_the_run_directory(tmp_path):
+    code = main(["run", "--input_path", str(GSM8K), "--output_path", str(tmp_path / "run"), "--num_samples", "1",
+                 "--scripted", "--width", "2", "--quiet"])
+    assert code == 0
+    assert (tmp_path / "run" / "answers.json").is_file() and (tmp_path / "run" / "stats.log").is_file()
+
+
+def test_tree_refuses_a_second_root():
+    with pytest.raises(ValueError, match="node 1: a second root"):
+        ets.Tree.from_nodes([{"id": 0, "parent_id": None, "text": "a", "score": 1, "depth": 0, "num_step_tokens": 1},
+                             {"id": 1, "parent_id": None, "text": "b", "score": 1, "depth": 0, "num_step_tokens": 1}])

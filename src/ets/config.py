@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n")
 ILP_SOLVERS = ("highs", "highs-milp", "cbc")
-MODEL_TYPES = ("llemma", "mistral", "llama", "qwen", "raw")
 
 
 class ConfigError(ValueError):
@@ -34,7 +33,7 @@ class SearchConfig:
     max_step_tokens: int = 256  # tokens per sampled step
     max_tokens: int = 1024  # a trajectory with this many tokens (prompt included) is retired
     num_threads: int = 8  # problems searched concurrently
-    store_path: str | None = None  # directory for per-problem trees (reference: answer_q{id}.json)
+    store_path: str | None = None  # the run directory when --output_path is not given
     policy_model_type: str = "llemma"  # prompt format of the policy (llemma, mistral, llama, ...)
     reward_model_type: str = "llemma"  # PRM family: picks the scoring adapter
     fixedwidth: int = -1  # beam_search / dvts: beams or subtrees; <= 0 means ceil(sqrt(width))
@@ -58,6 +57,8 @@ class SearchConfig:
         _check_int(self, "fixedwidth")
         _check_int(self, "max_depth", minimum=1)
         _check_choice(self, "ilp_solver", ILP_SOLVERS)
+        if self.seed is not None:
+            _check_int(self, "seed")
         from ets.formats import FORMATS
 
         if self.prompt_format is not None:
@@ -93,7 +94,10 @@ class SearchConfig:
                 near = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(known))}"
                 raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SearchConfig":
@@ -104,6 +108,8 @@ class SearchConfig:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:

@@ -68,8 +68,11 @@ def _records_hub(name: str, split: str) -> Iterable[tuple[str, Any]]:
     try:
         import datasets
     except ImportError:
+        from ets.models import BUILTIN_DATASETS
+
         raise DatasetError(
-            f"{name!r} is not a local file or a built-in set; loading it from the hub needs `pip install datasets`"
+            f"{name!r} is not a local file or a built-in set ({', '.join(BUILTIN_DATASETS)}); "
+            "loading it from the hub needs `pip install datasets`"
         ) from None
     try:
         rows = datasets.load_dataset(name, split=split)

@@ -7,6 +7,7 @@ through the policy / reward protocols and the optional embedder.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,8 @@ async def search(
         if len(steps) != k:
             raise SearchError(f"{where}, node {node_id}: the policy returned {len(steps)} samples, {k} were asked for")
         scores = await reward.score([context.child(s.text) for s in steps])
+        if len(scores) != k:
+            raise SearchError(f"{where}, node {node_id}: the reward model returned {len(scores)} scores for {k} steps")
         return steps, scores
 
     remaining = config.width
@@ -102,9 +105,9 @@ async def search(
                 stats.tokens_generated += step.num_tokens
                 stats.prompt_tokens_computed += step.prompt_tokens_computed
                 stats.prompt_tokens_reused += step.prompt_tokens_reused
-                if score is None:
+                if score is None or not math.isfinite(score):
                     raise SearchError(
-                        f"{where}, child {sample} of node {parent_id}: the reward model returned no score "
+                        f"{where}, child {sample} of node {parent_id}: the reward model returned {'no' if score is None else score} score "
                         f"for step {step.text[:60]!r} (check the PRM and its prompt format)"
                     )
                 tree.add_child(parent_id, step.text, score, step.num_tokens)

@@ -89,6 +89,8 @@ class Tree:
             if row["id"] != position:
                 raise ValueError(f"node ids must be 0..n-1 in creation order; found id {row['id']} at {position}")
             parent = index.get(row["parent_id"]) if row["parent_id"] is not None else None
+            if row["parent_id"] is None and position != 0:
+                raise ValueError(f"node {row['id']}: a second root (parent_id null); only node 0 may be the root")
             if row["parent_id"] is not None and parent is None:
                 raise ValueError(f"node {row['id']}: parent {row['parent_id']} is not an earlier node")
             step = row.get("step")

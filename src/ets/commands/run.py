@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--num_samples", type=int, help="only the first N problems")
     p.add_argument("--policy_host", nargs="+", help="policy server URL(s) speaking /v1/completions; none: the built-in CPU model")
     p.add_argument("--reward_host", nargs="+", help="PRM server URL(s); none: the built-in CPU judge")
-    p.add_argument("--reward_api", help="PRM protocol: sglang, vllm-pooling or ets (default: from reward_model_type)")
+    p.add_argument("--reward_api", choices=("sglang", "sglang-generate", "vllm", "vllm-pooling", "ets"),
+                   help="PRM protocol (default: asked of the server, else from reward_model_type)")
     p.add_argument("--policy_model", help="served model name to check for (HTTP), or a GGUF path (CPU)")
     p.add_argument("--reward_model", help="PRM model name to check for (HTTP), or a GGUF path (CPU judge)")
     p.add_argument("--embed_device", help="device of the sentence embedder: a GPU index (as the reference) or cpu, cuda:1, ...")
@@ -77,6 +78,8 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
 def output_location(args: argparse.Namespace, config: SearchConfig) -> tuple[Path, str]:
     if args.output_path:
         path = Path(args.output_path)
+        if path.is_dir() or path.suffix != ".json":  # a directory: the run directory itself
+            return path, "answers.json"
         return path.parent, path.name
     if config.store_path:
         return Path(config.store_path), "answers.json"
@@ -105,9 +108,15 @@ def main(args: argparse.Namespace) -> int:
         for w in widths:
             if w < 1:
                 raise ConfigError(f"--width: every width must be >= 1, got {w}")
+        if args.num_samples is not None and args.num_samples < 1:
+            raise ConfigError(f"--num_samples: must be >= 1, got {args.num_samples}")
         output_dir, answers_name = output_location(args, config)
         problems = load_problems(args.input_path, args.num_samples)  # checked before any model loads
         spec = BackendSpec.from_args(args)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"ets run: cannot write the run directory: {exc}", file=sys.stderr)
+        return 2
     except (ConfigError, DatasetError) as exc:
         print(f"ets run: {exc}", file=sys.stderr)
         return 2
@@ -153,7 +162,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"ets run: {exc}", file=sys.stderr)
         return 2
     except (SearchError, BackendError) as exc:
-        print(f"ets run: {exc}\n(finished problems are checkpointed in the run directory; run again to resume)",
-              file=sys.stderr)
+        saved = any((run_dir / "trees").glob("q*.json") for _, run_dir in runs)
+        note = "\n(finished problems are checkpointed in the run directory; run again to resume)" if saved else ""
+        print(f"ets run: {exc}{note}", file=sys.stderr)
         return 1
     return 0

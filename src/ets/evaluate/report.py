@@ -197,7 +197,7 @@ def read_run(path: Path, model_type: str | None = None, grader: Grader | None = 
     if width is None:
         width = _width_from_name(path.name)
     method = config.get("select_method") or "unknown"
-    mtype = model_type or config.get("prompt_format") or "llemma"
+    mtype = model_type or config.get("prompt_format") or config.get("policy_model_type") or "llemma"
 
     stats: dict[str, float | int | None] = {k: json_stats.get(k) for k in STAT_FIELDS}
     log_path = path / "stats.log"

@@ -25,8 +25,13 @@ class SelectionParams:
     def of(cls, params: Any) -> "SelectionParams":
         if isinstance(params, SelectionParams):
             return params
-        if not isinstance(params, Mapping):  # a SearchConfig
+        if not isinstance(params, Mapping):  # a SearchConfig: already checked
             params = params.to_dict()
+        else:
+            from ets.config import SearchConfig
+
+            # the same keys and checks as a config file (a misspelled key is an error, not a default)
+            SearchConfig.from_dict({k: v for k, v in params.items() if v is not None}, source="selection params")
         known = cls.__dataclass_fields__
         values = {k: v for k, v in params.items() if k in known and v is not None}
         return cls(**values)

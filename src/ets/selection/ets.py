@@ -270,7 +270,9 @@ def solve_highs_milp(problem: KeepProblem) -> np.ndarray:
     solver = highspy.Highs()
     solver.setOptionValue("output_flag", False)
     solver.setOptionValue("threads", 1)
-    solver.setOptionValue("mip_rel_gap", 0.0)  # an exact optimum: the default gap (1e-4) may stop short of it
+    # an exact optimum: the default gaps (1e-4 relative, 1e-6 absolute) may stop short of it
+    solver.setOptionValue("mip_rel_gap", 0.0)
+    solver.setOptionValue("mip_abs_gap", 0.0)
     solver.passModel(lp)
     solver.run()
     if solver.getModelStatus() != highspy.HighsModelStatus.kOptimal:
@@ -296,7 +298,9 @@ def solve_cbc(problem: KeepProblem) -> np.ndarray:
             lp += expr >= float(lo)
         if hi < np.inf:
             lp += expr <= float(hi)
-    lp.solve(pulp.PULP_CBC_CMD(msg=0))
+    status = lp.solve(pulp.PULP_CBC_CMD(msg=0))
+    if pulp.LpStatus[status] != "Optimal":
+        raise RuntimeError(f"ETS integer program not solved by CBC: {pulp.LpStatus[status]}")
     return np.array([round(var.value() or 0) == 1 for var in v[: problem.num_candidates]])
 
 
