@@ -12,7 +12,6 @@ Qwen2.5-Math-PRM model card (steps joined by <extra_0>, [p_bad, p_good] per step
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
 from pathlib import Path
@@ -20,25 +19,15 @@ from pathlib import Path
 import pytest
 
 from ets.backends.base import BackendError, Context
-from ets.backends.http import aclose_all, make_reward, parse_pooling_score, parse_sglang_score
+from ets.backends.http import make_reward, parse_pooling_score, parse_sglang_score
 from ets.backends.http.reward import PRM_SPECS, qwen_prm_text, rlhflow_text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from standins.servers import StandinServer, unit  # noqa: E402
+from standins.servers import StandinServer, run, unit  # noqa: E402
 
 Q = "What is 2+3?"
 SHEPHERD = Context(Q, Q + "\n", ("Step 1: 2+3=5. ки", "\nThe answer is: 5 ки"))
 CHAT = Context(Q, "<chat prompt>", ("## Step 1: add\n2+3=5\n\n", "Therefore, the final answer is: $\\boxed{5}$.\n\n"))
-
-
-def run(coro):
-    async def main():
-        try:
-            return await coro
-        finally:
-            await aclose_all()  # no sockets left open when the loop ends
-
-    return asyncio.run(main())
 
 
 # ---------------------------------------------------------------------------- SGLang /generate

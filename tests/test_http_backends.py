@@ -5,7 +5,6 @@ server killed mid-run giving a clear error naming the URL, never a hang."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -15,26 +14,16 @@ from pathlib import Path
 import pytest
 
 from ets.backends.base import BackendError, Context, SamplingParams
-from ets.backends.http import aclose_all, HostPool, make_policy, make_reward, parse_completion
+from ets.backends.http import HostPool, make_policy, parse_completion
 from ets.backends.scripted import toy_world
 from ets.config import SearchConfig
 from ets.search import search
 
 sys.path.insert(0, str(Path(__file__).parent))
-from standins.servers import StandinServer  # noqa: E402
+from standins.servers import StandinServer, run  # noqa: E402
 
 PARAMS = SamplingParams(temperature=0.7, max_tokens=16, stop=("\n",), seed=3)
 CTX = Context("What is 2+3?", "What is 2+3?", ())
-
-
-def run(coro):
-    async def main():
-        try:
-            return await coro
-        finally:
-            await aclose_all()  # no sockets left open when the loop ends
-
-    return asyncio.run(main())
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 

@@ -64,6 +64,22 @@ OPENAI_COMPLETION_FIELDS = {
 }
 
 
+def run(coro):
+    """``asyncio.run`` for a test's coroutine, closing every HTTP backend's connections
+    before the loop ends (no sockets left open)."""
+    import asyncio
+
+    from ets.backends.http import aclose_all
+
+    async def main():
+        try:
+            return await coro
+        finally:
+            await aclose_all()
+
+    return asyncio.run(main())
+
+
 def unit(*parts: str) -> float:
     d = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return int(d[:12], 16) / float(16 ** 12)

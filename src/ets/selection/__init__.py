@@ -12,7 +12,7 @@ them (the order matters for node ids, hence for parity of whole searches).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 from ets.backends.base import Embedder
 from ets.selection.common import SelectionParams

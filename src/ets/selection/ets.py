@@ -20,6 +20,7 @@ does, to CBC through PuLP (``cbc``).
 from __future__ import annotations
 
 import math
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,7 +212,7 @@ class Milp:
 
     num_candidates: int
     objective: np.ndarray
-    rows: "scipy.sparse.csr_matrix"
+    rows: Any  # scipy.sparse.csr_matrix
     lower: np.ndarray
     upper: np.ndarray
 

@@ -30,10 +30,10 @@ import asyncio
 from typing import Any
 
 from ets.backends.base import BackendError, Context, SamplingParams, Step
-from ets.backends.http.transport import HostPool
+from ets.backends.http.transport import HostPool, StartsOnce
 
 
-class OpenAICompletionsPolicy:
+class OpenAICompletionsPolicy(StartsOnce):
     """A :class:`~ets.backends.base.Policy` on ``/v1/completions`` of one or several servers."""
 
     def __init__(self, pool: HostPool, *, model: str | None = None, use_n: bool = True,
@@ -44,8 +44,6 @@ class OpenAICompletionsPolicy:
         self.request_logprobs = request_logprobs
         self.dialect: dict[str, str] = {}  # host -> "vllm" | "sglang" | "llamacpp" | "openai"
         self._no_n: set[str] = set()  # hosts seen ignoring n
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
 
     @property
     def hosts(self) -> list[str]:
@@ -90,17 +88,6 @@ class OpenAICompletionsPolicy:
                 match = [i for i in ids if i == self.model] or [i for i in ids if _same_model(self.model, i)]
                 self.model = match[0]
         self._started = True
-
-    async def _ensure_started(self) -> None:
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if not self._started:
-                await self.start()
-
-    check = start
 
     async def aclose(self) -> None:
         await self.pool.aclose()

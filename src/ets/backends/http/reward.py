@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ets.backends.base import BackendError, Context
-from ets.backends.http.transport import HostPool
+from ets.backends.http.transport import HostPool, StartsOnce
 
 # ---------------------------------------------------------------------------- PRM input texts
 
@@ -114,35 +114,16 @@ REWARD_APIS = ("ets", "sglang", "vllm")
 # ---------------------------------------------------------------------------- adapters
 
 
-class _HTTPReward:
+class _HTTPReward(StartsOnce):
     what = "reward"
 
     def __init__(self, pool: HostPool, *, model: str | None = None) -> None:
         self.pool = pool
         self.model = model
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
 
     @property
     def hosts(self) -> list[str]:
         return self.pool.hosts
-
-    async def _ensure_started(self) -> None:
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if not self._started:
-                await self.start()
-                self._started = True
-
-    async def start(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    async def check(self) -> None:
-        await self.start()
-        self._started = True
 
     async def aclose(self) -> None:
         await self.pool.aclose()
