@@ -162,9 +162,11 @@ def solve_tree(problem: KeepProblem) -> np.ndarray | None:
     A cluster's bonus ``b * [some member kept]`` equals ``max_j b * x_j`` over its
     members, so the optimum is the best, over every choice of one "designated"
     member per cluster, of a tree program. Best-first branch and bound:
-    undecided clusters give the bonus to every member (an upper bound); a
-    solution keeping at most one member of each undecided cluster is exact;
-    otherwise branch on the designated member of a cluster with several kept."""
+    undecided clusters give the bonus to every member (an upper bound; where
+    that keeps several members of a cluster, counting its bonus once whatever
+    is kept bounds it too, and the lower of the two bounds is used); a solution
+    keeping at most one member of each undecided cluster is exact; otherwise
+    branch on the designated member of a cluster with several kept."""
     import heapq
 
     n = problem.num_candidates
@@ -183,12 +185,21 @@ def solve_tree(problem: KeepProblem) -> np.ndarray | None:
         for k, members in enumerate(groups):
             bonus[[designated[k]] if k in designated else members] += problem.cluster_weight
         bound, keep = best_subtree(problem, bonus)
-        actual = problem.value(keep, below)
-        if actual > best_value:
-            best_value, best_keep = actual, keep
-        crowded = next((k for k, members in enumerate(groups) if k not in designated and keep[members].sum() > 1), None)
-        if crowded is not None and bound > best_value:
-            heapq.heappush(frontier, (-bound, budget, designated, crowded, keep))
+        crowded = [k for k, members in enumerate(groups) if k not in designated and keep[members].sum() > 1]
+        candidates = [keep]
+        if crowded:
+            # a second bound: a crowded cluster's bonus counted once, whatever is kept (b >= b * [covered])
+            for k in crowded:
+                bonus[groups[k]] -= problem.cluster_weight
+            value, flat_keep = best_subtree(problem, bonus)
+            bound = min(bound, value + problem.cluster_weight * len(crowded))
+            candidates.append(flat_keep)
+        for option in candidates:
+            actual = problem.value(option, below)
+            if actual > best_value:
+                best_value, best_keep = actual, option
+        if crowded and bound > best_value:
+            heapq.heappush(frontier, (-bound, budget, designated, crowded[0], keep))
 
     visit({})
     while frontier:
