@@ -37,7 +37,6 @@ run: $(STAMP)
 	$(BIN)/ets run --input_path $(DEMO_DATA) --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
 		--select_method best_of_n --width 1 --set temperature=0 --output_path $(DEMO)/greedy/answers.json
 	$(BIN)/ets report $(DEMO)/greedy $(DEMO)/ets --output $(DEMO)/report
-	@cat $(DEMO)/report/report.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/selection.py
