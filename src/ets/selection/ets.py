@@ -258,6 +258,33 @@ def to_milp(problem: KeepProblem) -> Milp:
     return Milp(n, objective, rows, np.array(lower), np.array(upper))
 
 
+_HIGHS_GREETED = False
+
+
+def new_highs():
+    """A HiGHS instance. The library prints a banner on stdout when the first one is made in a
+    process; that one is made with stdout pointed away, so runs and benches print only their own."""
+    import highspy
+
+    global _HIGHS_GREETED
+    if _HIGHS_GREETED:
+        return highspy.Highs()
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            solver = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    _HIGHS_GREETED = True
+    return solver
+
+
 def solve_highs_milp(problem: KeepProblem) -> np.ndarray:
     """HiGHS in-process, one thread (its thread pool costs more than these small programs)."""
     import highspy
@@ -279,7 +306,7 @@ def solve_highs_milp(problem: KeepProblem) -> np.ndarray:
     lp.a_matrix_.index_ = columns.indices
     lp.a_matrix_.value_ = columns.data
     lp.integrality_ = [highspy.HighsVarType.kInteger] * size
-    solver = highspy.Highs()
+    solver = new_highs()
     solver.setOptionValue("output_flag", False)
     solver.setOptionValue("threads", 1)
     # an exact optimum: the default gaps (1e-4 relative, 1e-6 absolute) may stop short of it
