@@ -309,15 +309,22 @@ NUMBERS = ["29", "29.0", "029", "-3", "-3.0", "1/3", "\\frac{1}{3}", "0.333333",
            "5/2", "\\frac{5}{2}", "0.5", "\\frac12", "100", "100.000001", "100.00001", "0.1", "\\frac{1}{10}"]
 
 
-def test_fast_paths_agree_with_math_verify():
+def grader_agreeing_with_math_verify(answers):
+    """A Grader that has compared every ordered pair of ``answers``, each verdict checked
+    against math-verify's own."""
     from math_verify import parse, verify
 
     grader = Grader()
-    parsed = {s: parse("\\boxed{" + s + "}") for s in NUMBERS}
-    for given in NUMBERS:
-        for ref in NUMBERS:
+    parsed = {s: parse("\\boxed{" + s + "}") for s in answers}
+    for given in answers:
+        for ref in answers:
             want = given == ref or verify(parsed[ref], parsed[given])
             assert grader.equivalent(given, ref) == want, (given, ref)
+    return grader
+
+
+def test_fast_paths_agree_with_math_verify():
+    grader = grader_agreeing_with_math_verify(NUMBERS)
     assert grader.counts["verify_calls"] < len(NUMBERS) ** 2 / 4  # most pairs never reach verify
 
 
@@ -326,14 +333,7 @@ EXPRESSIONS = ["2\\pi", "6.283185", "6.28", "3\\sqrt{5}", "\\sqrt{45}", "\\frac{
 
 
 def test_numeric_value_fast_path_agrees_with_math_verify():
-    from math_verify import parse, verify
-
-    grader = Grader()
-    parsed = {s: parse("\\boxed{" + s + "}") for s in EXPRESSIONS}
-    for given in EXPRESSIONS:
-        for ref in EXPRESSIONS:
-            want = given == ref or verify(parsed[ref], parsed[given])
-            assert grader.equivalent(given, ref) == want, (given, ref)
+    grader = grader_agreeing_with_math_verify(EXPRESSIONS)
     # 3 sqrt(5) = sqrt(45), 2 pi ~ 6.283185 (6 places), 9% = 9 (math-verify's rule), x=9 and 9
     assert grader.equivalent("\\sqrt{45}", "3\\sqrt{5}") and grader.equivalent("6.283185", "2\\pi")
     assert grader.equivalent("9\\%", "9") and grader.equivalent("9", "x=9")
