@@ -77,11 +77,6 @@ class SearchConfig:
     def format_name(self) -> str:
         return self.prompt_format or self.policy_model_type
 
-    @property
-    def num_subtrees(self) -> int:
-        """beam_search / dvts: the fixed number of beams or subtrees, or 0 when derived from the width."""
-        return self.fixedwidth if self.fixedwidth > 0 else 0
-
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))

@@ -183,14 +183,15 @@ class RunWriter:
         answers = [self.entries[p.id] for p in self.problems]
         write_json(self.run_dir / self.answers_name, answers)
         write_atomic(self.run_dir / "stats.log", stats.stats_log())
+        installed = versions()
         write_json(self.run_dir / "run.json", {
-            "ets_version": versions().get("ets"),
+            "ets_version": installed.get("ets"),
             "config": self.config.to_dict(),
             "stats": stats.to_dict(),
             "num_problems": len(self.problems),
             "resumed_problems": self.resumed,
             "backends": self.description,
-            "versions": versions(),
+            "versions": installed,
             "command": sys.argv,
             "started_at": self.started_at.isoformat(),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
