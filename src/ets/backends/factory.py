@@ -71,6 +71,28 @@ def build_embedder(config: SearchConfig, spec: BackendSpec):
     return load_embedder(config.embed_model, device=spec.embed_device)  # a GPU index (as the reference) or a torch device
 
 
+def uses_cpu_llm_reward(spec: BackendSpec, config: SearchConfig) -> bool:
+    """Whether the reward is a llama.cpp model in this process (the policy then shares the cores)."""
+    return not spec.reward_hosts and not spec.scripted and (bool(spec.reward_model) or config.reward_model_type == "judge")
+
+
+def build_cpu_reward(spec: BackendSpec, config: SearchConfig):
+    """The in-process PRM: a PRM's GGUF when one is given (read as its prompt format says: step tag,
+    RLHFlow turns or a judge); ``reward_model_type: judge`` for the policy model judging its own
+    steps; otherwise the model-free arithmetic checker (the CPU default, see docs/cpu-models.md)."""
+    if spec.reward_model:
+        from ets.backends.llamacpp import TokenLogitPRM
+
+        return TokenLogitPRM(spec.reward_model, format=config.format_name)
+    if config.reward_model_type == "judge":
+        from ets.backends.llamacpp import LlamaCppJudge
+
+        return LlamaCppJudge(format=config.format_name)
+    from ets.backends.arithmetic import ArithmeticPRM
+
+    return ArithmeticPRM()
+
+
 def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str], None] = lambda message: None) -> Backends:
     embedder = build_embedder(config, spec)
     if spec.scripted:
@@ -86,12 +108,14 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
         policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads)
         description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": spec.policy_model}
     else:
-        from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy
+        from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, default_threads
 
         if not spec.policy_model and config.format_name != DEFAULT_FORMAT:
             log(f"warning: the built-in CPU model is instruct-tuned for prompt_format {DEFAULT_FORMAT}; "
                 f"{config.format_name!r} will give it prompts it was not trained on (set --prompt_format {DEFAULT_FORMAT})")
-        policy = LlamaCppPolicy(model_path=spec.policy_model, seed=config.seed or 0)
+        # a llama.cpp PRM decodes beside the policy: each gets half the cores; otherwise the policy takes them all
+        threads = default_threads(shared=uses_cpu_llm_reward(spec, config))
+        policy = LlamaCppPolicy(model_path=spec.policy_model, seed=config.seed or 0, n_threads=threads)
         description["policy"] = {"engine": "llama.cpp in-process", "model": str(policy.model_path)}
         log(f"policy: {policy.model_path} (llama.cpp, in-process)")
 
@@ -102,14 +126,10 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
                              model=spec.reward_model, prompt_format=config.format_name)
         description["reward"] = {"api": spec.reward_api or config.reward_model_type, "hosts": list(spec.reward_hosts)}
     else:
-        from ets.backends.llamacpp import LlamaCppJudge, TokenLogitPRM
-
-        if spec.reward_model:  # a PRM's GGUF: read as its prompt format says (step tag, RLHFlow turns, or a judge)
-            reward = TokenLogitPRM(spec.reward_model, format=config.format_name)
-        else:  # the policy model judging its own steps
-            reward = LlamaCppJudge(format=config.format_name)
-        description["reward"] = {"engine": f"llama.cpp in-process, {reward.mode}", "model": str(reward.model_path)}
-        log(f"reward: {reward.mode} on {reward.model_path} (llama.cpp, in-process)")
+        reward = build_cpu_reward(spec, config)
+        engine = "in-process" if reward.mode == "arithmetic" else "llama.cpp in-process"
+        description["reward"] = {"engine": f"{engine}, {reward.mode}", "model": str(reward.model_path)}
+        log(f"reward: {reward.mode} on {reward.model_path} ({engine})")
     if embedder is not None:
         description["embedder"] = config.embed_model or "built-in all-MiniLM-L6-v2"
     return Backends(policy, reward, embedder, description)

@@ -113,18 +113,19 @@ def load_model(model_path: str | os.PathLike | None = None):
     return model
 
 
-def default_threads() -> int:
-    """Threads per llama.cpp context: half the cores (at least one).
+def default_threads(shared: bool = True) -> int:
+    """Threads per llama.cpp context: all cores for a context that decodes alone, half of them
+    (at least one) when another context decodes beside it (``shared``: the policy and an
+    in-process llama.cpp PRM).
 
-    The policy and the judge are two contexts working at the same time, and
-    llama.cpp's threads synchronise hundreds of times per token: with more
-    threads than free cores a decode slows down tenfold and more (seen here:
-    2 threads on a 2-core machine with one core busy, 24 ms -> 320 ms a token).
-    Override with ``n_threads`` or ``ETS_LLAMA_THREADS``."""
+    llama.cpp's threads synchronise hundreds of times per token: with more threads than free
+    cores a decode slows down tenfold and more (seen here: 2 threads on a 2-core machine with
+    one core busy, 24 ms -> 320 ms a token). Override with ``n_threads`` or ``ETS_LLAMA_THREADS``."""
     env = os.environ.get("ETS_LLAMA_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, (os.cpu_count() or 2) // 2)
+    cores = os.cpu_count() or 2
+    return max(1, cores // 2) if shared else cores
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:

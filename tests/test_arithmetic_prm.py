@@ -1,0 +1,101 @@
+"""The model-free arithmetic PRM: what it reads off a step, and that its score follows it."""
+
+import asyncio
+from fractions import Fraction
+
+import pytest
+
+from ets.backends.arithmetic import (
+    FEATURES,
+    WEIGHTS,
+    ArithmeticPRM,
+    answer_value,
+    equations_in,
+    path_features,
+    question_numbers,
+)
+from ets.backends.base import Context
+
+BAKER = "A baker has 12 rolls. He sells 5 rolls and then bakes eight more. How many rolls does he have now?"
+
+
+@pytest.mark.parametrize("step, expected", [
+    ("After selling, the baker has 12 - 5 = 7 rolls.", [(7, 7, True)]),
+    ("9 - 6 = 1", [(3, 1, False)]),
+    ("15 - 15 = 1", [(0, 1, False)]),
+    ("5 apples + 3 apples = 8 apples", [(8, 8, True)]),
+    ("3 x $4 = $12", [(12, 12, True)]),
+    ("(3 + 4) * 2 = 14", [(14, 14, True)]),
+    ("1,200 + 300 = 1,500", [(1500, 1500, True)]),
+    ("10 / 3 = 3.33", [(Fraction(10, 3), Fraction(333, 100), True)]),  # rounded at the precision written
+    ("10 / 3 = 3.5", [(Fraction(10, 3), Fraction(7, 2), False)]),
+    ("He has 5 + 2 = 8 toys, so 8 - 1 = 7.", [(7, 8, False), (7, 7, True)]),
+    ("2 + 3 = 5 = 6", [(5, 5, True)]),  # '5 = 6' states no arithmetic
+    ("x = 5, and 7 = 7", []),
+    ("Divide by zero: 4 / 0 = 1", []),
+])
+def test_equations_are_read_and_checked_exactly(step, expected):
+    found = [(eq.lhs, eq.rhs, eq.holds) for eq in equations_in(step)]
+    assert found == [(Fraction(a), Fraction(b), holds) for a, b, holds in expected]
+
+
+def test_question_numbers_in_digits_and_words():
+    assert question_numbers(BAKER) == {12, 5, 8}
+    assert question_numbers("Half of a dozen eggs, twice.") == {Fraction(1, 2), 12, 2}
+
+
+@pytest.mark.parametrize("line, value", [
+    ("Therefore, the final answer is: 15.", 15),
+    ("Therefore, the final answer is 14 + 14 = 28.", 28),  # graded on the right-hand side, as the evaluator does
+    ("The answer is $1,200.", 1200),
+    ("The answer is: -4 apples", -4),
+    ("The answer is x", None),
+    ("no answer here: 12", None),
+])
+def test_answer_value(line, value):
+    assert answer_value(line) == value
+
+
+def test_features_of_a_correct_path():
+    steps = ["After selling, he has 12 - 5 = 7 rolls.\n", "He has 7 + 8 = 15 rolls.\n", "Therefore, the final answer is: 15."]
+    f = path_features(BAKER, steps)
+    assert f == {
+        "false_equations": 0, "newest_false": 0.0, "true_equations": 2, "ungrounded": 0, "coverage": 1.0,
+        "is_answer": 1.0, "answer_computed": 1.0, "answer_is_last_result": 1.0, "answer_copied": 0.0,
+        "answer_unreadable": 0.0, "repeats": 0.0, "no_work": 0.0,
+    }
+    assert set(f) == set(FEATURES)
+
+
+def test_features_of_a_wrong_path():
+    steps = ["He has 12 + 9 = 20 rolls.\n", "He has 12 + 9 = 20 rolls.\n", "Therefore, the final answer is: 12."]
+    f = path_features(BAKER, steps)
+    assert f["false_equations"] == 2 and f["newest_false"] == 0.0  # the answer line states no equation
+    assert f["ungrounded"] == 1  # 9 comes from nowhere the first time; the repeat finds it in step 1
+    assert f["coverage"] == pytest.approx(1 / 3)  # only 12 of 12, 5, 8
+    assert f["answer_copied"] == 1.0 and f["answer_computed"] == 0.0
+    assert path_features(BAKER, steps[:2])["repeats"] == 1.0
+
+
+def test_score_follows_the_arithmetic():
+    prm = ArithmeticPRM()
+    right = prm.score_steps(BAKER, ["After selling, he has 12 - 5 = 7 rolls.\n"])
+    wrong = prm.score_steps(BAKER, ["After selling, he has 12 - 5 = 6 rolls.\n"])
+    assert 0 < wrong < right < 1
+    # an error early on lowers every later step, even a true one
+    after_right = prm.score_steps(BAKER, ["12 - 5 = 7\n", "7 + 8 = 15\n"])
+    after_wrong = prm.score_steps(BAKER, ["12 - 5 = 6\n", "6 + 8 = 14\n"])
+    assert after_wrong < after_right
+    # the answer that the work computed beats a number copied from the question
+    work = ["12 - 5 = 7\n", "7 + 8 = 15\n"]
+    assert prm.score_steps(BAKER, work + ["Therefore, the final answer is: 15."]) > \
+        prm.score_steps(BAKER, work + ["Therefore, the final answer is: 12."])
+
+
+def test_reward_protocol():
+    prm = ArithmeticPRM()
+    contexts = [Context(BAKER, "p", ("12 - 5 = 7\n",)), Context(BAKER, "p", ())]
+    scores = asyncio.run(prm.score(contexts))
+    assert scores[0] == prm.score_steps(BAKER, ["12 - 5 = 7\n"]) and scores[1] is None
+    with pytest.raises(ValueError, match="unknown arithmetic PRM feature.*colour"):
+        ArithmeticPRM({**WEIGHTS, "colour": 1.0})
