@@ -7,6 +7,7 @@ Every record is checked before any search starts; a bad one is refused with
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -110,8 +111,27 @@ def parse_record(where: str, record: Any, index: int) -> Problem:
     return Problem(id=index, question=question, answer=answer, record=record)
 
 
+_SLICE_RE = re.compile(r"^(?P<name>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)(?::(?P<step>\d*))?\]$")
+
+
+def split_slice(path_or_name: str) -> tuple[str, slice | None]:
+    """``asdiv[10::20]`` -> (``asdiv``, slice(10, None, 20)): a dataset and the problems of it to take."""
+    m = _SLICE_RE.match(path_or_name)
+    if not m or Path(path_or_name).exists():
+        return path_or_name, None
+    bound = lambda group: int(m.group(group)) if m.group(group) else None  # noqa: E731
+    if bound("step") == 0:
+        raise DatasetError(f"{path_or_name}: a slice step must be at least 1")
+    return m.group("name"), slice(bound("start"), bound("stop"), bound("step"))
+
+
 def load_problems(path_or_name: str, num_samples: int | None = None, split: str = "test") -> list[Problem]:
-    """All problems of a dataset (the first ``num_samples``), checked before any work starts."""
+    """All problems of a dataset (the first ``num_samples``), checked before any work starts.
+
+    ``NAME[start:stop:step]`` takes a Python slice of the dataset (``asdiv[10::20]``: every 20th
+    problem from the 10th); problems keep their ids in the whole dataset, and ``num_samples``
+    counts within the slice."""
+    path_or_name, selected = split_slice(path_or_name)
     path = resolve(path_or_name)
     if path is None:
         if Path(path_or_name).suffix in {".jsonl", ".json", ".parquet"}:
@@ -125,11 +145,15 @@ def load_problems(path_or_name: str, num_samples: int | None = None, split: str 
         records = _records_parquet(path)
     else:
         raise DatasetError(f"{path}: unknown dataset format {path.suffix!r}; expected .jsonl, .json or .parquet")
+    if selected is not None:
+        records = [(where, record, index) for index, (where, record) in enumerate(records)][selected]
+    else:
+        records = ((where, record, index) for index, (where, record) in enumerate(records))
     problems = []
-    for where, record in records:
+    for where, record, index in records:
         if num_samples is not None and len(problems) >= num_samples:
             break
-        problems.append(parse_record(where, record, len(problems)))
+        problems.append(parse_record(where, record, index))
     if not problems:
         raise DatasetError(f"{path or path_or_name}: no problems found")
     return problems
