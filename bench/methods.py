@@ -1,0 +1,215 @@
+"""Every method on equal terms: the same problems, seeds and widths for ETS (with and without the
+diversity term), REBASE, beam search, DVTS, best-of-N and a greedy sample.
+
+For each method and width it prints accuracy by weighted majority vote and by best-of-N (last step
+score), each with a 95 % Wilson interval, the KV-cache figure (docs/algorithm.md#the-kv-cache-figure),
+tokens generated, model calls, wall time and tokens/s; then each method's ratios to REBASE at the
+same width, and the difference of each method to greedy on the same problems with a paired 95 %
+interval. It writes the run directories, `methods.json` (raw figures and ratios) and the plots of
+`ets report` under --out.
+
+    python bench/methods.py                  # full: the CPU models on held-out ASDiv problems (~1 h on 2 cores)
+    python bench/methods.py --quick          # seconds: the scripted toy world (the test suite runs this)
+    python bench/methods.py --policy_host URL --reward_host URL --dataset math500 --config configs/reference/ets_16_math500.yaml
+
+Runs resume: a method whose run directory is complete is read back, not searched again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
+from ets.config import SearchConfig  # noqa: E402
+from ets.datasets import load_problems  # noqa: E402
+from ets.evaluate import evaluate_settings  # noqa: E402
+from ets.evaluate.intervals import paired_difference, wilson_interval  # noqa: E402
+from ets.evaluate.report import build_report  # noqa: E402
+from ets.runner import run_problems  # noqa: E402
+
+VOTE = "majority_vote/weighted/last"
+BEST = "best_of_n/last"
+
+# name -> config changes; greedy is one sample at temperature 0, whatever the width
+METHODS = {
+    "greedy": {"select_method": "best_of_n", "width": 1, "temperature": 0.0},
+    "best_of_n": {"select_method": "best_of_n"},
+    "ets": {"select_method": "softmax_costmodel"},
+    "ets_no_diversity": {"select_method": "softmax_costmodel", "lambdas": 0.0},
+    "rebase": {"select_method": "softmax"},
+    "beam_search": {"select_method": "beam_search"},
+    "dvts": {"select_method": "dvts"},
+}
+COST_FIELDS = ("kv_cache_size", "tokens_generated", "model_calls", "time")
+
+
+@dataclass
+class Row:
+    method: str
+    width: int
+    run_dir: Path
+    vote: list[bool]  # per problem, correct under the weighted vote
+    best: list[bool]  # per problem, correct under best-of-N (last)
+    stats: dict
+
+    def figures(self) -> dict:
+        n = len(self.vote)
+        out = {"method": self.method, "width": self.width, "problems": n, "run": str(self.run_dir)}
+        for name, correct in (("vote", self.vote), ("best", self.best)):
+            k = sum(correct)
+            low, high = wilson_interval(k, n)
+            out[f"{name}_accuracy"], out[f"{name}_ci"] = k / n, [low, high]
+        out.update({k: self.stats[k] for k in COST_FIELDS})
+        out["tokens_per_s"] = self.stats["tokens_generated"] / self.stats["time"] if self.stats["time"] else 0.0
+        return out
+
+
+def quick_dataset(path: Path, problems: int) -> str:
+    """Toy questions whose answers the scripted world can give (a digit), for --quick."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(problems):
+            fh.write(json.dumps({"question": f"toy problem {i}", "answer": str(i % 10)}) + "\n")
+    return str(path)
+
+
+async def run_method(name: str, width: int, problems, base: SearchConfig, backends, out: Path, model_type: str) -> Row:
+    changes = {"width": width, **METHODS[name]}
+    config = base.replace(**changes)
+    run_dir = out / f"{name}_w{config.width}"
+    summary = await run_problems(problems, config, backends, run_dir)
+    results = evaluate_settings(summary.answers, [VOTE, BEST], model_type)
+    return Row(name, config.width, run_dir,
+               [p.correct for p in results[VOTE].problems], [p.correct for p in results[BEST].problems],
+               summary.stats.to_dict())
+
+
+def ratios(rows: list[Row]) -> list[dict]:
+    """Each method against REBASE at the same width: cost ratios and accuracy differences (points)."""
+    rebase = {r.width: r for r in rows if r.method == "rebase"}
+    out = []
+    for r in rows:
+        ref = rebase.get(r.width)
+        if ref is None or r is ref:
+            continue
+        entry = {"method": r.method, "width": r.width}
+        for k in COST_FIELDS:
+            entry[f"{k}_ratio"] = r.stats[k] / ref.stats[k] if ref.stats[k] else None
+        entry["vote_points"] = 100 * (sum(r.vote) - sum(ref.vote)) / len(r.vote)
+        entry["best_points"] = 100 * (sum(r.best) - sum(ref.best)) / len(r.best)
+        out.append(entry)
+    return out
+
+
+def versus_greedy(rows: list[Row]) -> list[dict]:
+    """Each method's weighted-vote accuracy minus greedy's on the same problems, with a paired interval."""
+    greedy = next((r for r in rows if r.method == "greedy"), None)
+    out = []
+    for r in rows:
+        if greedy is None or r is greedy:
+            continue
+        diff, low, high = paired_difference(r.vote, greedy.vote)
+        out.append({"method": r.method, "width": r.width, "points": 100 * diff, "ci": [100 * low, 100 * high]})
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}"
+
+
+def render(rows: list[Row], ratio_rows: list[dict], greedy_rows: list[dict]) -> str:
+    lines = [
+        f"{'method':<17} {'width':>5} {'WMV last % [95% CI]':>22} {'BoN last % [95% CI]':>22} "
+        f"{'KV cache':>10} {'tokens':>8} {'calls':>7} {'time s':>8} {'tok/s':>6}",
+    ]
+    for r in rows:
+        f = r.figures()
+        lines.append(
+            f"{r.method:<17} {r.width:>5} {_pct(f['vote_accuracy'])} [{_pct(f['vote_ci'][0])},{_pct(f['vote_ci'][1])}]"
+            f"   {_pct(f['best_accuracy'])} [{_pct(f['best_ci'][0])},{_pct(f['best_ci'][1])}]"
+            f"   {f['kv_cache_size']:>10} {f['tokens_generated']:>8} {f['model_calls']:>7} {f['time']:>8.1f} {f['tokens_per_s']:>6.1f}")
+    if ratio_rows:
+        lines += ["", "against REBASE at the same width (cost ratios; accuracy difference in points):",
+                  f"{'method':<17} {'width':>5} {'KV':>6} {'tokens':>7} {'calls':>6} {'time':>6} {'WMV pts':>8} {'BoN pts':>8}"]
+        for e in ratio_rows:
+            cells = [f"{e[f'{k}_ratio']:.2f}x" if e[f"{k}_ratio"] is not None else "-" for k in COST_FIELDS]
+            lines.append(f"{e['method']:<17} {e['width']:>5} {cells[0]:>6} {cells[1]:>7} {cells[2]:>6} {cells[3]:>6} "
+                         f"{e['vote_points']:>+8.1f} {e['best_points']:>+8.1f}")
+    if greedy_rows:
+        lines += ["", "against greedy on the same problems (weighted majority vote, points, paired 95% CI):"]
+        for e in greedy_rows:
+            lines.append(f"{e['method']:<17} {e['width']:>5} {e['points']:+6.1f} [{e['ci'][0]:+6.1f}, {e['ci'][1]:+6.1f}]")
+    return "\n".join(lines)
+
+
+async def main_async(args) -> dict:
+    out = Path(args.out)
+    if args.quick:
+        dataset = quick_dataset(out / "toy.jsonl", args.problems or 6)
+        spec = BackendSpec(scripted=True)
+        base = SearchConfig(prompt_format="raw", lambdas=1.0, num_threads=4, seed=1)
+        widths = args.width or [4, 8]
+    else:
+        dataset = args.dataset
+        spec = BackendSpec(policy_hosts=tuple(args.policy_host or ()), reward_hosts=tuple(args.reward_host or ()),
+                           reward_api=args.reward_api)
+        base = SearchConfig.from_yaml(args.config)
+        widths = args.width or [8]
+    base = base.replace(seed=base.seed if base.seed is not None else 1)
+    problems = load_problems(dataset, args.problems if not args.quick else None)
+    model_type = base.format_name
+    backends = build_backends(spec, base.replace(select_method="softmax_costmodel", lambdas=max(base.lambdas, 1.0)),
+                              log=lambda m: print(m, file=sys.stderr))
+    names = args.methods or list(METHODS)
+    rows: list[Row] = []
+    try:
+        for name in names:
+            for width in ([1] if name == "greedy" else widths):
+                started = time.perf_counter()
+                rows.append(await run_method(name, width, problems, base, backends, out, model_type))
+                print(f"{name} width {width}: done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    finally:
+        for model in (backends.policy, backends.reward):
+            close = getattr(model, "close", None)
+            if close is not None:
+                close()
+    ratio_rows, greedy_rows = ratios(rows), versus_greedy(rows)
+    print(f"{len(problems)} problems of {dataset}; config {args.config if not args.quick else 'scripted toy world'}; "
+          f"seed {base.seed}")
+    print(render(rows, ratio_rows, greedy_rows))
+    report = build_report([r.run_dir for r in rows], out / "report", model_type=model_type, metric=VOTE)
+    result = {"dataset": dataset, "problems": len(problems), "rows": [r.figures() for r in rows],
+              "ratios_to_rebase": ratio_rows, "versus_greedy": greedy_rows,
+              "plots": [str(p) for p in report.files if p.suffix == ".png"]}
+    (out / "methods.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"\nmethods.json, runs and plots in {out}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the scripted toy world: seconds, for the test suite")
+    ap.add_argument("--dataset", default="asdiv[10::20]", help="problems (default: the held-out ASDiv slice)")
+    ap.add_argument("--problems", type=int, default=None, help="only the first N problems")
+    ap.add_argument("--config", default=str(ROOT / "configs/cpu_ets.yaml"))
+    ap.add_argument("--width", type=int, nargs="+", help="widths (default: 8; --quick: 4 8)")
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), help="a subset of the methods")
+    ap.add_argument("--policy_host", nargs="+")
+    ap.add_argument("--reward_host", nargs="+")
+    ap.add_argument("--reward_api")
+    ap.add_argument("--out", default=str(ROOT / "runs/methods"))
+    args = ap.parse_args(argv)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
