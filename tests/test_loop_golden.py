@@ -1,4 +1,4 @@
-"""Every whole-search case of the reference (golden/loop_public.json) reproduced exactly."""
+"""Every whole-search case of the reference (tests/data/loop_public.json) reproduced exactly."""
 
 import asyncio
 import importlib.util
