@@ -13,17 +13,13 @@ Qwen2.5-Math-PRM model card (steps joined by <extra_0>, [p_bad, p_good] per step
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from ets.backends.base import BackendError, Context
 from ets.backends.http import make_reward, parse_pooling_score, parse_sglang_score
 from ets.backends.http.reward import PRM_SPECS, qwen_prm_text, rlhflow_text
-
-sys.path.insert(0, str(Path(__file__).parent))
-from standins.servers import StandinServer, run, unit  # noqa: E402
+from standins.servers import StandinServer, run, unit
 
 Q = "What is 2+3?"
 SHEPHERD = Context(Q, Q + "\n", ("Step 1: 2+3=5. ки", "\nThe answer is: 5 ки"))

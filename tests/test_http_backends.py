@@ -5,11 +5,9 @@ server killed mid-run giving a clear error naming the URL, never a hang."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,18 +16,10 @@ from ets.backends.http import HostPool, make_policy, parse_completion
 from ets.backends.scripted import toy_world
 from ets.config import SearchConfig
 from ets.search import search
-
-sys.path.insert(0, str(Path(__file__).parent))
-from standins.servers import StandinServer, run  # noqa: E402
+from standins.servers import StandinServer, free_port, run
 
 PARAMS = SamplingParams(temperature=0.7, max_tokens=16, stop=("\n",), seed=3)
 CTX = Context("What is 2+3?", "What is 2+3?", ())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -229,10 +219,9 @@ def test_search_through_http_policy_has_in_process_shape(openai_server):
         assert len(a["step_scores"]) == len(a["steps"])
 
 
-def test_killed_server_mid_run_gives_error_naming_url(tmp_path):
+def test_killed_server_mid_run_gives_error_naming_url(tmp_path, standin_script):
     port = free_port()
-    standin = Path(__file__).parent / "standins" / "servers.py"
-    proc = subprocess.Popen([sys.executable, str(standin), "--kind", "openai", "--port", str(port), "--model", "m"],
+    proc = subprocess.Popen([sys.executable, str(standin_script), "--kind", "openai", "--port", str(port), "--model", "m"],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("ready")

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import fields
@@ -25,15 +24,10 @@ from ets.backends.http import make_policy, make_reward  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.search import search  # noqa: E402
 from ets.stats import SearchStats  # noqa: E402
+from standins.servers import free_port  # noqa: E402
 
 FORMAT = "small_instruct"  # the CPU model's prompt format
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(role: str, port: int) -> tuple[subprocess.Popen, str]:

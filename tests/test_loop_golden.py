@@ -1,7 +1,6 @@
-"""Every whole-search case of the reference (golden/loop_public.json) reproduced exactly."""
+"""Every whole-search case of the reference (tests/data/loop_public.json) reproduced exactly."""
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,12 +11,9 @@ from ets.backends.scripted import ScriptedPolicy, ScriptedReward
 
 DATA = Path(__file__).parent / "data"
 CASES = json.loads((DATA / "loop_public.json").read_text())
-_spec = importlib.util.spec_from_file_location("scripted_world", DATA / "scripted_world.py")
-world = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(world)
 
 
-def run_case(case, ilp_solver="highs"):
+def run_case(case, world, ilp_solver="highs"):
     config = ets.SearchConfig(**case["config"], prompt_format="raw", ilp_solver=ilp_solver)
     policy = ScriptedPolicy(
         step_fn=lambda q, steps, k: world.step_fn(q, steps, k, case["answer_depth"], case["vocab"]),
@@ -31,13 +27,13 @@ ETS_CASES = [c for c in CASES if c["config"]["select_method"] == "softmax_costmo
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{i}-{c['config']['select_method']}-w{c['config']['width']}" for i, c in enumerate(CASES)])
-def test_search_matches_reference(case):
-    check(case, run_case(case))
+def test_search_matches_reference(case, scripted_world):
+    check(case, run_case(case, scripted_world))
 
 
 @pytest.mark.parametrize("case", ETS_CASES, ids=[f"ets-{i}" for i in range(len(ETS_CASES))])
-def test_search_matches_reference_with_the_milp_solver(case):
-    check(case, run_case(case, ilp_solver="highs-milp"))
+def test_search_matches_reference_with_the_milp_solver(case, scripted_world):
+    check(case, run_case(case, scripted_world, ilp_solver="highs-milp"))
 
 
 def check(case, result):

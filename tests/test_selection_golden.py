@@ -1,4 +1,4 @@
-"""Every selection case of the reference (golden/selection_public.json) reproduced exactly."""
+"""Every selection case of the reference (tests/data/selection_public.json) reproduced exactly."""
 
 import json
 from pathlib import Path

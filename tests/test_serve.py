@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +13,7 @@ from ets.backends.base import BackendError, Context
 from ets.backends.scripted import toy_world
 from ets.cli import main
 from ets.serve.commands import wait_ready
-
-STANDIN = Path(__file__).parent / "standins" / "servers.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from standins.servers import free_port
 
 
 def dry(capsys, *argv) -> str:
@@ -92,9 +83,9 @@ def test_wait_ready_reports_early_exit_and_timeout():
     assert time.monotonic() - t0 < 3
 
 
-def test_wait_ready_sees_a_server_come_up():
+def test_wait_ready_sees_a_server_come_up(standin_script):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(STANDIN), "--kind", "openai", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, str(standin_script), "--kind", "openai", "--port", str(port)],
                             stdout=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, timeout=20)

@@ -2,7 +2,7 @@
 
 A run directory holds::
 
-    answers.json   the reference's schema (SPEC section 4), each trajectory with its ``steps``
+    answers.json   the reference's schema (docs/algorithm.md#the-answers-file), each trajectory with its ``steps``
     stats.log      the reference's four lines
     run.json       resolved config, statistics, versions, timings
     trees/q{id}.json  one problem's whole tree; also its checkpoint

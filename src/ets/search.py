@@ -1,4 +1,4 @@
-"""One problem's tree search (SPEC section 1), asynchronous.
+"""One problem's tree search (docs/algorithm.md#the-search-loop), asynchronous.
 
 All expansions of a depth run concurrently; the loop reaches the models only
 through the policy / reward protocols and the optional embedder.

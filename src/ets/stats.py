@@ -1,4 +1,4 @@
-"""Run statistics (SPEC section 3), kept per search and merged per run: no globals."""
+"""Run statistics (docs/algorithm.md#run-statistics), kept per search and merged per run: no globals."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-# Leaf markers of the reference (SPEC section 1). The first two are looked for in
+# Leaf markers of the reference (docs/algorithm.md#the-leaf-test). The first two are looked for in
 # the node's whole text, prompt included (a quirk kept for parity), the last in its newest step.
 ANSWER_MARKERS_IN_TEXT = ("The answer is", "The final answer is:")
 ANSWER_MARKER_IN_STEP = "Therefore, the final answer is"
@@ -167,7 +167,7 @@ class Tree:
         return scores[::-1]
 
     def kv_size(self, candidate_ids: Iterable[int]) -> int:
-        """Tokens in the union of the root-to-candidate paths (SPEC section 3): what a
+        """Tokens in the union of the root-to-candidate paths (docs/algorithm.md#the-kv-cache-figure): what a
         prefix-sharing server keeps cached while these candidates are alive."""
         seen: set[int] = set()
         total = 0

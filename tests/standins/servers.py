@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import math
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,6 +79,13 @@ def run(coro):
             await aclose_all()
 
     return asyncio.run(main())
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def unit(*parts: str) -> float:

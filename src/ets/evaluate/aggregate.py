@@ -1,5 +1,5 @@
 """Trajectory scores and answer selection, with the reference's tie rules
-(SPEC section 5).
+(docs/algorithm.md#tie-rules).
 
 * A trajectory's score aggregates its step scores by ``min``, ``prod``,
   ``mean`` or ``last``; an empty list scores 0; ``min`` and ``prod`` start

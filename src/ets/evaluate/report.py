@@ -250,8 +250,8 @@ def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
     legend = (
         "\nAccuracy in %. BoN = best-of-N by the aggregate (min, prod, mean, last) of the step scores; "
         "MV = majority vote; WMV = majority vote weighted by that aggregate. KV cache = the KV-cache size "
-        "proxy of SPEC section 3 (tokens, summed over selection calls); prefix reused = prompt tokens served "
-        f"from the prefix cache. Plots show {metric}.\n"
+        "proxy (tokens, summed over selection calls; see docs/algorithm.md#the-kv-cache-figure); "
+        f"prefix reused = prompt tokens served from the prefix cache. Plots show {metric}.\n"
     )
     return "\n".join(lines) + "\n" + legend
 

@@ -5,13 +5,13 @@ candidates are split, in order, into ``b`` contiguous groups (cycled when
 there are fewer than ``b``); each group is a subtree and keeps its best
 candidate. Deeper, each parent keeps its best child. A kept node gets its
 subtree's remaining width: ``width // b`` less the trajectories that subtree
-has already finished (SPEC section 2).
+has already finished (docs/algorithm.md#dvts).
 
 Everything is derived from the tree, so the function stays pure: the
 subtree of a node is the group of its depth-1 ancestor. The reference
 never decrements a subtree's width (retired nodes carry no subtree id there),
-so its subtrees keep their full width until the global width runs out; we
-follow the SPEC.
+so its subtrees keep their full width until the global width runs out; ours
+shrink (a difference named in the docs).
 """
 
 from __future__ import annotations
