@@ -15,6 +15,7 @@ import pytest
 
 from ets.cli import main
 from ets.evaluate.aggregate import ALL_SETTINGS
+from ets.evaluate.intervals import paired_difference, wilson_interval
 from ets.evaluate.report import DPI, FIGSIZE, ReportError, discover_runs, read_stats_log
 
 TAG = " \u043a\u0438"
@@ -149,7 +150,7 @@ def test_table_figures_equal_ets_evaluate_and_stats_log(report, capsys):
 def test_markdown_table(report):
     out, runs = report
     md = (out / "report.md").read_text(encoding="utf-8")
-    lines = [line for line in md.splitlines() if line.startswith("|")]
+    lines = [line for line in md.split("\n\n")[0].splitlines() if line.startswith("|")]
     assert len(lines) == 2 + len(runs)
     assert "BoN last" in lines[0] and "WMV last" in lines[0] and "KV cache" in lines[0]
     hand = next(line for line in lines if "softmax_costmodel | 4 |" in line)
@@ -158,6 +159,25 @@ def test_markdown_table(report):
     assert cells[:11] == ["softmax_costmodel", "4", "50.0", "50.0", "100.0", "50.0", "100.0",
                           "50.0", "50.0", "100.0", "50.0"]
     assert cells[11:16] == ["4000", "160", "2000", "360", "6.00"]
+
+
+def test_intervals_and_the_paired_difference_to_the_first_run(tmp_path, capsys):
+    """The first run named is the baseline; a run on the same problems gets a paired difference."""
+    all_right = [{**p, "model_answer": [traj(p["ground_truth_answer"], [0.5])]} for p in HAND_PROBLEMS]
+    make_run(tmp_path / "hand", HAND_PROBLEMS, {"kv": 1, "calls": 1, "tokens": 1, "time": 1.0}, {"width": 4, "select_method": "softmax"})
+    make_run(tmp_path / "right", all_right, {"kv": 1, "calls": 1, "tokens": 1, "time": 1.0}, {"width": 1, "select_method": "best_of_n"})
+    make_run(tmp_path / "other", random_problems(3, 4), {"kv": 1, "calls": 1, "tokens": 1, "time": 1.0}, {"width": 4, "select_method": "dvts"})
+    assert main(["report", str(tmp_path / "hand"), str(tmp_path / "right"), str(tmp_path / "other"), "--output", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    table = md.split("95 % intervals")[1]
+    assert f"`{tmp_path / 'hand'}`" in md.split("95 % intervals")[1].splitlines()[0]  # named as the baseline
+    rows = {line.split("|")[-2].strip(" `"): [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| ") and "`" in line}
+    low, high = wilson_interval(1, 2)  # the hand run: 1 of 2 under the weighted vote (last)
+    assert rows[str(tmp_path / "hand")][2:5] == ["50.0", f"[{100 * low:.1f}, {100 * high:.1f}]", ""]
+    d, d_low, d_high = paired_difference([True, True], [True, False])
+    assert rows[str(tmp_path / "right")][2:6] == ["100.0", "[34.2, 100.0]", f"{100 * d:+.1f}", f"[{100 * d_low:+.1f}, {100 * d_high:+.1f}]"]
+    assert rows[str(tmp_path / "other")][4] == "other problems"
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from ets.evaluate.aggregate import ALL_SETTINGS
 from ets.evaluate.answers import load_answers
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.grade import Grader, default_grader
+from ets.evaluate.intervals import paired_difference, wilson_interval
 
 # figure geometry: 6.4 x 4.8 inches at 100 dpi -> 640 x 480 pixels
 FIGSIZE = (6.4, 4.8)
@@ -81,6 +82,7 @@ class RunRow:
     num_problems: int
     accuracy: dict[str, float]
     stats: dict[str, float | int | None] = field(default_factory=dict)
+    correct: dict[str, dict] = field(default_factory=dict)  # setting -> {problem id: correct}
 
     def as_dict(self) -> dict:
         return {
@@ -217,7 +219,8 @@ def read_run(path: Path, model_type: str | None = None, grader: Grader | None = 
     results = evaluate_settings(problems, ALL_SETTINGS, mtype, grader)
     return RunRow(path=path, method=method, width=int(width) if width is not None else None,
                   model_type=mtype, num_problems=len(problems),
-                  accuracy={name: res.accuracy for name, res in results.items()}, stats=stats)
+                  accuracy={name: res.accuracy for name, res in results.items()}, stats=stats,
+                  correct={name: {p.id: p.correct for p in res.problems} for name, res in results.items()})
 
 
 # -- the table --------------------------------------------------------------------
@@ -254,6 +257,31 @@ def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
         f"prefix reused = prompt tokens served from the prefix cache. Plots show {metric}.\n"
     )
     return "\n".join(lines) + "\n" + legend
+
+
+def render_intervals(rows: Sequence[RunRow], metric: str, baseline: RunRow | None = None) -> str:
+    """The metric's accuracy of each run with a 95 % interval, and each run against ``baseline`` (the
+    first run named) on the same problems: paired, so only the problems where the two differ move the
+    difference."""
+    if not rows:
+        return ""
+    base = baseline or rows[0]
+    lines = [f"\n{metric}, 95 % intervals; the difference to `{base.path}` is paired over the same problems:\n",
+             "| method | width | accuracy % | 95 % CI | difference (points) | 95 % CI | problems | run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        correct = r.correct[metric]
+        low, high = wilson_interval(sum(correct.values()), len(correct))
+        diff = ci = ""
+        if r is not base and set(correct) == set(base.correct[metric]):
+            ids = sorted(correct, key=str)
+            d, d_low, d_high = paired_difference([correct[i] for i in ids], [base.correct[metric][i] for i in ids])
+            diff, ci = f"{100 * d:+.1f}", f"[{100 * d_low:+.1f}, {100 * d_high:+.1f}]"
+        elif r is not base:
+            diff = "other problems"
+        lines.append(f"| {r.method} | {'' if r.width is None else r.width} | {100 * r.accuracy[metric]:.1f} | "
+                     f"[{100 * low:.1f}, {100 * high:.1f}] | {diff} | {ci} | {r.num_problems} | `{r.path}` |")
+    return "\n".join(lines) + "\n"
 
 
 def render_csv(rows: Sequence[RunRow]) -> str:
@@ -331,10 +359,11 @@ def build_report(
     if metric not in {s.name for s in ALL_SETTINGS}:
         raise ReportError(f"unknown metric {metric!r}; known: {', '.join(s.name for s in ALL_SETTINGS)}")
     grader = grader or default_grader()
-    rows = sorted((read_run(p, model_type, grader) for p in discover_runs(paths)), key=_sort_key)
+    in_order = [read_run(p, model_type, grader) for p in discover_runs(paths)]
+    rows = sorted(in_order, key=_sort_key)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(rows, metric)
+    markdown = render_markdown(rows, metric) + render_intervals(rows, metric, baseline=in_order[0] if in_order else None)
     csv_text = render_csv(rows)
     files = [out / "report.md", out / "report.csv"]
     files[0].write_text(markdown, encoding="utf-8")

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from ets.serve.reward_server import PRM_MODES
+
 POLICY_ENGINES = ("llamacpp", "vllm", "sglang")
 REWARD_ENGINES = ("ets", "sglang", "vllm")
 DEFAULT_PORTS = {"policy": 8011, "reward": 8012}
@@ -49,8 +51,9 @@ def register(subparsers) -> None:
         if role == "reward":
             p.add_argument("--prompt-format", dest="prompt_format", default=None,
                            help="ets engine: prompt format of the policy whose steps are scored")
-            p.add_argument("--prm-mode", dest="prm_mode", choices=("judge", "step_tag", "rlhflow"), default=None,
-                           help="ets engine: judge (Yes/No, the CPU default), step_tag (math-shepherd), rlhflow")
+            p.add_argument("--prm-mode", dest="prm_mode", choices=PRM_MODES, default=None,
+                           help="ets engine: arithmetic (model-free, the default with no --model), "
+                                "judge (Yes/No self-evaluation), step_tag (math-shepherd), rlhflow")
         p.add_argument("--n-ctx", dest="n_ctx", type=int, default=4096, help="context length (llamacpp)")
         p.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the server to answer")
         p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the command and exit")

@@ -24,6 +24,7 @@ from typing import Any
 from ets.backends.base import Context, Reward
 
 MAX_CONTEXTS = 1024  # per request
+PRM_MODES = ("arithmetic", "judge", "step_tag", "rlhflow")
 
 
 def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type: str = "",
@@ -92,12 +93,20 @@ def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type
 
 def builtin_reward(model_path: str | None = None, *, prompt_format: str | None = None,
                    mode: str | None = None) -> tuple[Reward, str]:
-    """The in-process token-logit PRM (llama.cpp) and its display name.
+    """An in-process PRM and its display name.
 
-    No model: the built-in CPU judge (the small instruct model answering Yes/No).
+    No model and no mode, or ``mode="arithmetic"``: the model-free arithmetic PRM (the CPU
+    default, :mod:`ets.backends.arithmetic`). Otherwise the token-logit PRM on llama.cpp:
     ``mode`` (judge, step_tag, rlhflow) and ``prompt_format`` are those of
-    :class:`ets.backends.llamacpp.TokenLogitPRM`.
+    :class:`ets.backends.llamacpp.TokenLogitPRM`; ``judge`` with no model is the small
+    instruct model answering Yes/No about its own steps.
     """
+    if mode == "arithmetic" or (mode is None and model_path is None):
+        if model_path is not None:
+            raise ValueError("the arithmetic PRM reads no model: drop --model, or choose another --prm-mode")
+        from ets.backends.arithmetic import ArithmeticPRM
+
+        return ArithmeticPRM(), "arithmetic"
     from ets.backends.llamacpp import DEFAULT_FORMAT, TokenLogitPRM
 
     kwargs = {"format": prompt_format or DEFAULT_FORMAT}
@@ -118,15 +127,16 @@ def serve(reward: Reward, *, host: str = "127.0.0.1", port: int = 8012, model_na
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="PRM model file (GGUF); default: the built-in CPU model")
+    parser.add_argument("--model", default=None, help="PRM model file (GGUF); default: the arithmetic PRM (no model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8012)
     parser.add_argument("--served-model-name", dest="served_model_name", default=None,
                         help="model name the server reports (default: the model file's name)")
     parser.add_argument("--prompt-format", dest="prompt_format", default=None,
                         help="prompt format of the policy whose steps are scored (default: the CPU models' format)")
-    parser.add_argument("--prm-mode", dest="prm_mode", choices=("judge", "step_tag", "rlhflow"), default=None,
-                        help="how the PRM reads a step: judge (Yes/No self-evaluation, the CPU default), "
+    parser.add_argument("--prm-mode", dest="prm_mode", choices=PRM_MODES, default=None,
+                        help="how the PRM reads a step: arithmetic (model-free equation checks, the default "
+                             "with no --model), judge (Yes/No self-evaluation), "
                              "step_tag (math-shepherd '+'/'-' at the tag), rlhflow (Llama-3 chat '+'/'-')")
     parser.add_argument("--log-level", dest="log_level", default="warning")
 
@@ -135,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ets.serve.reward_server", description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    reward, name = builtin_reward(args.model, prompt_format=args.prompt_format, mode=args.prm_mode)
+    try:
+        reward, name = builtin_reward(args.model, prompt_format=args.prompt_format, mode=args.prm_mode)
+    except ValueError as exc:
+        parser.error(str(exc))
     url = f"http://{args.host}:{args.port}"
     serve(reward, host=args.host, port=args.port, model_name=args.served_model_name or name,
           reward_model_type=getattr(reward, "mode", ""), log_level=args.log_level, on_ready=lambda: print(f"ets reward server ready at {url}", flush=True))
