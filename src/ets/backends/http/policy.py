@@ -55,7 +55,7 @@ class OpenAICompletionsPolicy(StartsOnce):
         served: dict[str, list[str]] = {}
         for host in self.pool.hosts:
             try:
-                _, body = await self.pool.get("/v1/models", host=host, retries=1)
+                _, body = await self.pool.get("/v1/models", host=host, retries=1, timeout=self.pool.start_timeout)
             except BackendError as exc:
                 raise BackendError(
                     f"cannot reach the policy server ({exc.message}). Start one, e.g. "
