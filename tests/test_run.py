@@ -120,8 +120,8 @@ def test_interrupted_run_resumes_without_searching_finished_problems(tmp_path):
     summary = asyncio.run(run_problems(problems, config.replace(softmax_temperature=0.5), other, tmp_path,
                                        progress=said.append))
     assert summary.resumed == 0 and summary.dropped == 3
-    assert said[0].endswith("0 of 3 problems taken from checkpoints; 3 dropped and searched again, searched with "
-                            "other backends (policy 'toy' then, 'toy 2' now): q0.json, q1.json, q2.json")
+    assert said[0].endswith("0 of 3 problems taken from checkpoints, 3 dropped and searched again: q0.json, q1.json, "
+                            "q2.json (searched with other backends: policy 'toy' then, 'toy 2' now)")
 
 
 def test_public_api_search_returns_answers_and_stats():

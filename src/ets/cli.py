@@ -88,5 +88,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m ets.cli`: run the importable module, whose CommandError the commands raise
+    sys.exit(importlib.import_module("ets.cli").main())

@@ -26,6 +26,12 @@ class Problem:
     question: str
     answer: Any  # the ground truth as the dataset has it (GSM8K: the solution ending '#### N')
     record: dict
+    where: str = ""  # where the dataset has it: file:line, file[index]
+
+    @property
+    def label(self) -> str:
+        """How messages name the problem: ``problem 3 (data.jsonl:4)``."""
+        return f"problem {self.id}" + (f" ({self.where})" if self.where else "")
 
 
 def read_text(path: Path) -> str:
@@ -123,7 +129,7 @@ def parse_record(where: str, record: Any, index: int) -> Problem:
             f"found fields {sorted(record)}"
         )
     answer = next((record[f] for f in ANSWER_FIELDS if f in record), None)
-    return Problem(id=index, question=question, answer=answer, record=record)
+    return Problem(id=index, question=question, answer=answer, record=record, where=where)
 
 
 def load_problems(path_or_name: str, num_samples: int | None = None, split: str = "test") -> list[Problem]:

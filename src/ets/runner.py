@@ -196,7 +196,7 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
     by_id = {p.id: p for p in problems}
     now = result_config(config)
     reasons: list[str] = []
-    other_question: tuple[Any, str, str] | None = None
+    other_question: tuple[Problem, str] | None = None
     not_here: set[Any] = set()
     setting_changes: dict[str, None] = {}
     checkpoints = 0
@@ -206,7 +206,7 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
         if problem_id not in by_id:
             not_here.add(problem_id)
         elif question != by_id[problem_id].question and other_question is None:
-            other_question = (problem_id, str(question), by_id[problem_id].question)
+            other_question = (by_id[problem_id], str(question))
 
     for path in checkpoint_files(run_dir / "trees"):
         saved, _ = read_checkpoint(path)
@@ -227,16 +227,16 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
         if not checkpoints and not isinstance(run_json, dict):
             reasons.append(f"{answers_name} with no run.json or checkpoints beside it (not an `ets run`)")
     if other_question is not None:
-        problem_id, then, here = other_question
-        reasons.append(f"problem {problem_id} is another question ({_short(then)!r} then, {_short(here)!r} now)")
+        problem, then = other_question
+        reasons.append(f"{problem.label} is another question ({_short(then)!r} then, {_short(problem.question)!r} now)")
     if not_here:
         ids = sorted(not_here, key=str)
         reasons.append(f"{len(ids)} problem(s) this run does not have (ids {_short(', '.join(map(str, ids)))}; "
                        f"this run has {len(problems)})")
     if setting_changes:
         changes = list(setting_changes)
-        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
-        reasons.append("other settings: " + "; ".join(changes[:3]) + more)
+        more = f" and {len(changes) - 4} more" if len(changes) > 5 else ""
+        reasons.append("other settings: " + "; ".join(changes[:4] if more else changes) + more)
     return f"{run_dir} holds another run: {', '.join(reasons)}; {OVERWRITE_HINT}" if reasons else ""
 
 
@@ -244,11 +244,11 @@ def check_writable(run_dir: str | Path, answers_name: str = "answers.json") -> N
     """Refuse a run directory that cannot be written, before any model loads; leave nothing behind."""
     run_dir = Path(run_dir)
     trees = run_dir / "trees"
-    for path, what in ((trees, "where the run keeps its checkpoints"), (run_dir, "the run directory")):
-        for part in (path, *path.parents):
-            if part.exists() and not part.is_dir():
-                raise RunDirError(f"{part} is a file, not a directory ({what}); move it away or choose another "
-                                  "--output_path")
+    for part, what in ((trees, "where the run keeps its checkpoints"),
+                       *((part, "the run directory") for part in (run_dir, *run_dir.parents))):
+        if part.exists() and not part.is_dir():
+            raise RunDirError(f"{part} is a file, not a directory ({what}); move it away or choose another "
+                              "--output_path")
     for name in (answers_name, *SUMMARY_FILES):
         if (run_dir / name).is_dir():
             raise RunDirError(f"{run_dir / name} is a directory, where the run writes its {name}; move it away "
@@ -325,7 +325,7 @@ class RunWriter:
             if saved is not None and saved["fingerprint"].get("backends") != self.description:
                 then = saved["fingerprint"].get("backends")
                 changes = differences(then if isinstance(then, dict) else {}, self.description)
-                saved, why = None, "searched with other backends (" + "; ".join(changes) + ")"
+                saved, why = None, "searched with other backends: " + "; ".join(changes)
             if saved is None:
                 dropped.setdefault(why, []).append(path.name)
                 todo.append(problem)
@@ -338,11 +338,12 @@ class RunWriter:
         self.dropped = sum(len(names) for names in dropped.values())
         self.start(todo)
         if self.progress and (self.resumed or self.dropped):
-            said = [f"{self.resumed} of {len(self.problems)} problems taken from checkpoints"]
-            for why, names in dropped.items():
-                listed = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
-                said.append(f"{len(names)} dropped and searched again, {why}: {listed}")
-            self.progress(f"{self.run_dir}: " + "; ".join(said))
+            said = f"{self.run_dir}: {self.resumed} of {len(self.problems)} problems taken from checkpoints"
+            if dropped:
+                said += f", {self.dropped} dropped and searched again: " + "; ".join(
+                    ", ".join(names[:5]) + (", …" if len(names) > 5 else "") + f" ({why})"
+                    for why, names in dropped.items())
+            self.progress(said)
         return todo
 
     def start(self, todo: Sequence[Problem]) -> None:
@@ -443,7 +444,7 @@ async def check_prompts_fit(problems: Sequence[Problem], config: SearchConfig, p
     prompts = [prompt_text(config, p.question) for p in problems]
     counts = await asyncio.gather(*(policy.count_tokens(prompt) for prompt in prompts))
     for problem, tokens in zip(problems, counts):
-        why = prompt_overflow(config, tokens, f"problem {problem.id!r}")
+        why = prompt_overflow(config, tokens, problem.label)
         if why:
             raise SearchError(why)
 

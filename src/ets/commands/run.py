@@ -55,7 +55,8 @@ def register(subparsers) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="spread the problems over a Ray cluster: alone, a local cluster; 'auto' or ray://HOST:PORT to join one")
     p.add_argument("--ray_workers", type=int, help="Ray workers (default: the cluster's CPU count, at most the problems)")
-    p.add_argument("--overwrite", action="store_true", help="search every problem again instead of resuming from checkpoints")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in the output directory (its checkpoints too) instead of resuming it")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=main)
 
@@ -148,21 +149,21 @@ def check_budgets(problems, config: SearchConfig) -> None:
             "of a whole trajectory with its prompt: lower max_step_tokens or raise max_tokens")
     for problem in problems:
         why = prompt_overflow(config, len(prompt_text(config, problem.question).split()),
-                              f"problem {problem.id}", counted_how="its words")
+                              problem.label, counted_how="counting its words")
         if why:
             raise ConfigError(why)
 
 
 def checkpointed(runs: list[tuple[int, Path]], overwrite: bool) -> str:
-    """How many problems are checkpointed, and how to resume; for the last line of a stopped run."""
+    """How many problems are checkpointed and how to resume ('' when none is): the end of a stopped run's line."""
     from ets.runner import checkpoint_files
 
     saved = sum(len(checkpoint_files(run_dir / "trees")) for _, run_dir in runs)
     if not saved:
-        return "no problem had finished, so nothing is checkpointed"
+        return ""
     where = runs[0][1] if len(runs) == 1 else runs[0][1].parent
     again = "run the same command without --overwrite" if overwrite else "run the same command again"
-    return f"{saved} finished problem(s) are checkpointed in {where}: {again} to resume"
+    return f"; {saved} finished problem(s) are checkpointed in {where}: {again} to resume"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -231,12 +232,14 @@ def main(args: argparse.Namespace) -> int:
         else:
             asyncio.run(in_process())
     except KeyboardInterrupt as exc:  # Ctrl-C: searches in flight were cancelled; checkpoints are whole files
-        raise CommandError(f"interrupted; {checkpointed(runs, args.overwrite)}", EXIT_INTERRUPTED) from exc
+        saved = checkpointed(runs, args.overwrite) or "; no problem had finished: run the same command to start again"
+        raise CommandError(f"interrupted{saved}", EXIT_INTERRUPTED) from exc
     except (ConfigError, ImportError, RunDirError) as exc:
         raise CommandError(str(exc), 2) from exc
     except (SearchError, BackendError) as exc:
-        raise CommandError(f"{exc}; {checkpointed(runs, args.overwrite)}", 1) from exc
+        hint = " (a slow server: raise --request_timeout)" if getattr(exc, "details", {}).get("timed_out") else ""
+        raise CommandError(f"{exc}{hint}{checkpointed(runs, args.overwrite)}", 1) from exc
     except OSError as exc:  # a disk that fills up, a run directory removed under the run
-        raise CommandError(f"cannot write {exc.filename or 'the run directory'} ({exc.strerror}); "
+        raise CommandError(f"cannot write {exc.filename or 'the run directory'} ({exc.strerror})"
                            f"{checkpointed(runs, args.overwrite)}", 1) from exc
     return 0

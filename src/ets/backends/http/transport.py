@@ -312,7 +312,7 @@ class HostPool:
             f"{self.what} server failed {method} {path} after {len(tried)} attempt(s); last error: {last_error}"
             + (f" (tried {hosts})" if len(set(tried)) > 1 else ""),
             where=last_url,
-            details={"attempts": len(tried), "hosts": list(dict.fromkeys(tried))},
+            details={"attempts": len(tried), "hosts": list(dict.fromkeys(tried)), "timed_out": timed_out},
         )
 
     async def post(self, path: str, json: Any, **kw: Any) -> tuple[str, Any]:
