@@ -320,7 +320,8 @@ def test_a_server_that_never_answers_fails_the_start_check_within_seconds(silent
     elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert f"no answer within 10s" in err and f"({silent_server}/v1/models)" in err and "--policy_host" in err
+    assert "no answer within 10s" in err and f"({silent_server}/v1/models)" in err and "--policy_host" in err
+    assert "checkpointed" not in err  # nothing was: the run never started
     assert 10 <= elapsed < 14  # the documented start check: 10 seconds
     assert snapshot(tmp_path) == {}
 
@@ -338,6 +339,36 @@ def test_a_request_that_hangs_mid_run_fails_after_request_timeout(tmp_path, monk
     assert "no answer within 1s" in err and policy.url in err and "raise --request_timeout" in err
     assert elapsed < 4  # one timeout, not one per retry or fallback
     assert not list(Path("out").rglob("q*.json"))
+
+
+class RefusingOne(StandinServer):
+    """A policy server that refuses to sample steps for one question."""
+
+    refused = ""
+
+    def openai_completions(self, body: dict) -> tuple[int, dict]:
+        if self.refused and "n" in body and self.refused in body["prompt"]:
+            return 400, {"object": "error", "message": "stand-in refuses this prompt", "code": 400}
+        return super().openai_completions(body)
+
+
+def test_a_server_failure_says_what_is_checkpointed_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    third = json.loads(Path(GSM8K).read_text().splitlines()[2])["question"]
+    with RefusingOne("openai", model="m") as policy, StandinServer("sglang", model="prm") as reward:
+        flags = ["--policy_host", policy.url, "--reward_host", reward.url, "--num_samples", "3", "--width", "2",
+                 "--set", "num_threads=1"]
+        policy.refused = third
+        assert main(run_args("out/answers.json", *flags, "--quiet")) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert err.startswith("ets run: policy server refused POST /v1/completions: HTTP 400: stand-in refuses")
+        assert err.strip().endswith("; 2 finished problem(s) are checkpointed in out: run the same command again "
+                                    "to resume")
+        policy.refused = ""
+        assert main(run_args("out/answers.json", *flags)) == 0
+    assert "out: 2 of 3 problems taken from checkpoints" in capsys.readouterr().err
+    assert len(read_json("out/answers.json")) == 3
 
 
 # ------------------------------------------------------------------ interrupted runs resume to the same files
@@ -370,7 +401,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
         [(s["config"], s["stats"], s["num_problems"]) for s in summaries][1]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_killed_run_resumes_to_the_files_of_an_uninterrupted_one(sig, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     flags = ["--width", "4", "--select_method", "softmax", "--set", "num_threads=2", "--scripted"]
@@ -386,9 +417,10 @@ def test_a_killed_run_resumes_to_the_files_of_an_uninterrupted_one(sig, tmp_path
     assert not Path("run/answers.json").exists()  # stopped mid-run
     saved = sorted(p.name for p in Path("run/trees").glob("q*.json"))
     assert 1 <= len(saved) < 5
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "Traceback" not in err
-        assert err.splitlines()[-1] == (f"ets run: interrupted; {len(saved)} finished problem(s) are checkpointed in "
+    if sig != signal.SIGKILL:
+        code, said = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}[sig]
+        assert proc.returncode == code and "Traceback" not in err
+        assert err.splitlines()[-1] == (f"ets run: {said}; {len(saved)} finished problem(s) are checkpointed in "
                                         "run: run the same command again to resume")
     else:
         assert proc.returncode == -signal.SIGKILL

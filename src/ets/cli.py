@@ -26,11 +26,12 @@ COMMAND_MODULES = (
 )
 
 EXIT_INTERRUPTED = 130  # what shells report for a process ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # ... and by `kill` (128 + SIGTERM)
 
 
 class CommandError(Exception):
     """What the user must act on: printed as one line (no traceback unless --debug); ``code`` is the exit status
-    (2: refused before any work, 1: failed during it, 130: interrupted)."""
+    (2: refused before any work, 1: failed during it, 130: interrupted, 143: terminated)."""
 
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import signal
 import sys
 from pathlib import Path
 
-from ets.cli import EXIT_INTERRUPTED, CommandError
+from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ets.config import ConfigError, SearchConfig, load_yaml
 
 
@@ -210,6 +211,10 @@ def main(args: argparse.Namespace) -> int:
             report_run(summary, answers_name)
 
     async def in_process() -> None:
+        try:  # `kill PID` (SIGTERM) stops the run as Ctrl-C does: searches in flight cancelled, checkpoints whole
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+        except (NotImplementedError, AttributeError):  # no such signal handling on this platform
+            pass
         backends = build_backends(spec, config, log=log)
         try:
             # servers that do not answer, or serve another model, stop the run before any problem starts
@@ -231,9 +236,11 @@ def main(args: argparse.Namespace) -> int:
             on_ray()
         else:
             asyncio.run(in_process())
-    except KeyboardInterrupt as exc:  # Ctrl-C: searches in flight were cancelled; checkpoints are whole files
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:  # Ctrl-C, SIGTERM: searches in flight cancelled
         saved = checkpointed(runs, args.overwrite) or "; no problem had finished: run the same command to start again"
-        raise CommandError(f"interrupted{saved}", EXIT_INTERRUPTED) from exc
+        if isinstance(exc, KeyboardInterrupt):
+            raise CommandError(f"interrupted{saved}", EXIT_INTERRUPTED) from exc
+        raise CommandError(f"terminated{saved}", EXIT_TERMINATED) from exc
     except (ConfigError, ImportError, RunDirError) as exc:
         raise CommandError(str(exc), 2) from exc
     except (SearchError, BackendError) as exc:
