@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from standins.servers import StandinServer
 
 import ets
 from ets.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent))
-from standins.servers import StandinServer  # noqa: E402
 
 GSM8K = str(Path(__file__).parent / "data" / "gsm8k_sample.jsonl")  # 5 problems
 SCRIPTED = ["--scripted", "--quiet"]
