@@ -10,7 +10,7 @@ import ets
 from ets.backends.scripted import ScriptedPolicy, ScriptedReward, toy_world
 from ets.cli import main
 from ets.datasets import DatasetError, load_problems
-from ets.runner import Backends, run_problems
+from ets.runner import Backends, RunDirError, run_problems
 
 GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
 
@@ -107,9 +107,21 @@ def test_interrupted_run_resumes_without_searching_finished_problems(tmp_path):
     assert policy.requests - before == 2 * fresh.stats.expansions
     assert len(json.loads((tmp_path / "answers.json").read_text())) == 3
 
-    # a changed setting invalidates the checkpoints
-    summary = asyncio.run(run_problems(problems, config.replace(softmax_temperature=0.5), backends, tmp_path))
+    # a changed setting is another run: refused, naming the setting, unless started afresh
+    with pytest.raises(RunDirError, match=r"holds another run: other settings: softmax_temperature 0\.2 then, 0\.5 now"):
+        asyncio.run(run_problems(problems, config.replace(softmax_temperature=0.5), backends, tmp_path))
+    summary = asyncio.run(run_problems(problems, config.replace(softmax_temperature=0.5), backends, tmp_path,
+                                       resume=False))
     assert summary.resumed == 0
+
+    # other backends: their checkpoints are dropped, and the resume says so
+    said = []
+    other = Backends(policy, reward, description={"policy": "toy 2"})
+    summary = asyncio.run(run_problems(problems, config.replace(softmax_temperature=0.5), other, tmp_path,
+                                       progress=said.append))
+    assert summary.resumed == 0 and summary.dropped == 3
+    assert said[0].endswith("0 of 3 problems taken from checkpoints, 3 dropped and searched again: q0.json, q1.json, "
+                            "q2.json (searched with other backends: policy 'toy' then, 'toy 2' now)")
 
 
 def test_public_api_search_returns_answers_and_stats():
@@ -146,7 +158,7 @@ def test_rerun_keeps_the_runs_time_and_a_failed_rerun_leaves_no_stale_answers(tm
 
     broken = Backends(policy, ScriptedReward(lambda q, steps: None), description={"policy": "toy"})
     with pytest.raises(ets.SearchError):
-        asyncio.run(run_problems(problems, config.replace(lambdac=2.0), broken, tmp_path))
+        asyncio.run(run_problems(problems, config.replace(lambdac=2.0), broken, tmp_path, resume=False))
     # the earlier run's final files no longer describe what is in the directory: gone
     assert not any((tmp_path / name).exists() for name in ("answers.json", "stats.log", "run.json"))
 

@@ -3,6 +3,12 @@
 A subcommand module exposes ``register(subparsers)``, which adds its parser
 and sets ``func(args) -> int`` on it. Modules import their heavy dependencies
 inside ``func``, so ``ets --help`` stays fast.
+
+Errors: a subcommand raises :class:`CommandError` for anything the user must
+act on (bad input, a server that does not answer); it is printed as one line,
+``ets COMMAND: message``, with its exit status. Ctrl-C exits with 130. Any
+other exception is a bug: one line saying so, exit 1. ``--debug`` shows the
+traceback in every case.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 # module path of every subcommand, in the order `ets --help` lists them
 COMMAND_MODULES = (
@@ -17,6 +24,18 @@ COMMAND_MODULES = (
     "ets.evaluate.commands",
     "ets.serve.commands",
 )
+
+EXIT_INTERRUPTED = 130  # what shells report for a process ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # ... and by `kill` (128 + SIGTERM)
+
+
+class CommandError(Exception):
+    """What the user must act on: printed as one line (no traceback unless --debug); ``code`` is the exit status
+    (2: refused before any work, 1: failed during it, 130: interrupted, 143: terminated)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Efficient Tree Search (ETS) and its baselines for math problems.",
     )
     parser.add_argument("--version", action="version", version=f"ets {__version__}")
+    debug_help = "on an error, show the Python traceback too"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -36,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    for sub in subparsers.choices.values():  # `ets run ... --debug` works as well as `ets --debug run ...`
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
@@ -45,8 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    prog = f"ets {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"{prog}: internal error, a bug in ets ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+              "run again with --debug for the traceback and report it", file=sys.stderr)
+        return 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m ets.cli`: run the importable module, whose CommandError the commands raise
+    sys.exit(importlib.import_module("ets.cli").main())

@@ -8,7 +8,9 @@ is refused naming the key and what it accepts.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -96,19 +98,19 @@ class SearchConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SearchConfig":
-        import yaml
-
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                              "save it as UTF-8") from None
         except OSError as exc:
             raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = load_yaml(text, str(path))
+        if data is None:
+            raise ConfigError(f"{path}: the file holds no keys; expected hyperparameters such as 'width: 16'")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of hyperparameter keys, got {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
@@ -118,6 +120,49 @@ class SearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.cache
+def _yaml_loader():
+    """PyYAML's safe loader, with two fixes: floats as YAML 1.2 writes them (``1e-3``,
+    which YAML 1.1 reads as a string), and a key given twice refused (YAML 1.1 keeps
+    the last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    float_1_2 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                               |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                               |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                               |[-+]?\.(?:inf|Inf|INF)
+                               |\.(?:nan|NaN|NAN))$""", re.X)
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", float_1_2, list("-+0123456789."))
+
+    def mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
+                                  f"(first on line {seen[key] + 1}); keep one")
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """One YAML document (a config file, a ``--set`` value); errors name ``source``."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())
+    except ConfigError as exc:
+        raise ConfigError(f"{source}:{str(exc).removeprefix('line ')}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def _check_int(cfg: SearchConfig, key: str, minimum: int | None = None) -> None:

@@ -27,22 +27,40 @@ class Problem:
     question: str
     answer: Any  # the ground truth as the dataset has it (GSM8K: the solution ending '#### N')
     record: dict
+    where: str = ""  # where the dataset has it: file:line, file[index]
+
+    @property
+    def label(self) -> str:
+        """How messages name the problem: ``problem 3 (data.jsonl:4)``."""
+        return f"problem {self.id}" + (f" ({self.where})" if self.where else "")
+
+
+def read_text(path: Path) -> str:
+    """A dataset file's text; unreadable bytes or files are refused naming the file (and line)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read the dataset {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not an error
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8") from None
 
 
 def _records_jsonl(path: Path) -> Iterable[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg}); expected one JSON object per line") from None
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{number}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg}); expected one JSON object per line") from None
 
 
 def _records_json(path: Path) -> Iterable[tuple[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if isinstance(data, dict):  # {"data": [...]} or {"test": [...]}
@@ -61,7 +79,11 @@ def _records_parquet(path: Path) -> Iterable[tuple[str, Any]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DatasetError(f"{path}: reading parquet needs pyarrow: pip install pyarrow") from None
-    for index, record in enumerate(pq.read_table(path).to_pylist()):
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises its own kinds (ArrowInvalid, OSError, ...)
+        raise DatasetError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())})") from None
+    for index, record in enumerate(rows):
         yield f"{path}[row {index}]", record
 
 
@@ -108,7 +130,7 @@ def parse_record(where: str, record: Any, index: int) -> Problem:
             f"found fields {sorted(record)}"
         )
     answer = next((record[f] for f in ANSWER_FIELDS if f in record), None)
-    return Problem(id=index, question=question, answer=answer, record=record)
+    return Problem(id=index, question=question, answer=answer, record=record, where=where)
 
 
 _SLICE_RE = re.compile(r"^(?P<name>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)(?::(?P<step>\d*))?\]$")
@@ -137,6 +159,8 @@ def load_problems(path_or_name: str, num_samples: int | None = None, split: str 
         if Path(path_or_name).suffix in {".jsonl", ".json", ".parquet"}:
             raise DatasetError(f"dataset file not found: {path_or_name}")
         records = _records_hub(path_or_name, split)
+    elif path.is_dir():
+        raise DatasetError(f"{path}: is a directory; expected a .jsonl, .json or .parquet file")
     elif path.suffix == ".jsonl":
         records = _records_jsonl(path)
     elif path.suffix == ".json":

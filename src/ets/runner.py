@@ -9,30 +9,50 @@ A run directory holds::
 
 A problem whose tree file exists (same question, same settings) is not
 searched again, so an interrupted run resumes where it stopped.
+
+A run directory belongs to one dataset and config: a run of another (a
+question or a setting differs, or the directory holds problems this run does
+not have) is refused with :class:`RunDirError` naming what differs, unless it
+starts afresh (``resume=False``, ``ets run --overwrite``), which first removes
+the earlier run's files. A checkpoint that cannot be used (damaged, or searched
+with other backends) is dropped and its problem searched again; the resume says
+how many it took and dropped, and why. Ground truths always come from the
+dataset as it is now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import glob
 import json
+import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ets.backends.base import Embedder, Policy, Reward
 from ets.config import SearchConfig
 from ets.datasets import Problem
-from ets.search import SearchResult, search
+from ets.search import SearchError, SearchResult, prompt_overflow, prompt_text, search
 from ets.stats import SearchStats
 
 # keys that change how a run is carried out, not what it computes
 NON_RESULT_KEYS = ("num_threads", "store_path")
+CHECKPOINT_NAME = re.compile(r"q(\d+)\.json")
+SUMMARY_FILES = ("stats.log", "run.json")  # written at the end, beside the answers file
+OVERWRITE_HINT = "pass --overwrite to replace it, or choose another --output_path"
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot take this run: it holds another run, or cannot be
+    written. The message names the directory, what is wrong and what to do."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -69,6 +89,7 @@ class RunSummary:
     stats: SearchStats
     answers: list[dict]
     resumed: int  # problems taken from an earlier run's checkpoints
+    dropped: int = 0  # checkpoints found but not usable (damaged, other backends): searched again
 
 
 def answer_entry(problem: Problem, result: SearchResult) -> dict[str, Any]:
@@ -94,6 +115,166 @@ def versions() -> dict[str, str]:
     return out
 
 
+def result_config(config: SearchConfig | dict[str, Any]) -> dict[str, Any]:
+    """The keys of a config that change what a run computes."""
+    data = config.to_dict() if isinstance(config, SearchConfig) else config
+    return {k: v for k, v in data.items() if k not in NON_RESULT_KEYS}
+
+
+def differences(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key THEN then, NOW now`` for every key whose value differs."""
+    missing = object()
+    out = []
+    for key in sorted(set(then) | set(now), key=str):
+        a, b = then.get(key, missing), now.get(key, missing)
+        if a != b:
+            show = lambda v: "absent" if v is missing else repr(v)  # noqa: E731
+            out.append(f"{key} {show(a)} then, {show(b)} now")
+    return out
+
+
+def checkpoint_files(trees: Path) -> list[Path]:
+    if not trees.is_dir():
+        return []
+    return sorted((p for p in trees.iterdir() if CHECKPOINT_NAME.fullmatch(p.name)),
+                  key=lambda p: int(CHECKPOINT_NAME.fullmatch(p.name).group(1)))
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _checkpoint_flaw(saved: Any) -> str:
+    """What keeps a parsed tree file from being a checkpoint; '' when nothing does."""
+    if not isinstance(saved, dict):
+        return f"a JSON {type(saved).__name__}, not a checkpoint object"
+    fingerprint, answer, stats = saved.get("fingerprint"), saved.get("answer"), saved.get("stats")
+    if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("config"), dict):
+        return "no 'fingerprint' holding the run's config"
+    if not (isinstance(answer, dict) and isinstance(answer.get("question"), str)
+            and isinstance(answer.get("model_answer"), list)):
+        return "no 'answer' holding 'question' and 'model_answer'"
+    if not isinstance(stats, dict) or not all(_is_amount(stats.get(f.name, 0)) for f in fields(SearchStats)):
+        return "bad 'stats' (expected a non-negative number for each statistic)"
+    if not _is_amount(saved.get("run_elapsed", 0.0)):
+        return "bad 'run_elapsed'"
+    return ""
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """A tree file's contents, or None and why it cannot be used."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except json.JSONDecodeError:
+        return None, "not valid JSON"
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror})"
+    flaw = _checkpoint_flaw(saved)
+    return (None, flaw) if flaw else (saved, "")
+
+
+def _read_json(path: Path) -> Any:
+    """A file of ours written earlier, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _short(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: SearchConfig,
+                answers_name: str = "answers.json") -> str:
+    """Why ``run_dir`` holds another run than this one (another question, problems this
+    run does not have, or other settings); '' when this run may resume in it."""
+    run_dir = Path(run_dir)
+    by_id = {p.id: p for p in problems}
+    now = result_config(config)
+    reasons: list[str] = []
+    other_question: tuple[Problem, str] | None = None
+    not_here: set[Any] = set()
+    setting_changes: dict[str, None] = {}
+    checkpoints = 0
+
+    def compare(problem_id: Any, question: Any) -> None:
+        nonlocal other_question
+        if problem_id not in by_id:
+            not_here.add(problem_id)
+        elif question != by_id[problem_id].question and other_question is None:
+            other_question = (by_id[problem_id], str(question))
+
+    for path in checkpoint_files(run_dir / "trees"):
+        saved, _ = read_checkpoint(path)
+        if saved is None:
+            continue  # damaged: dropped (and said so) when the run resumes
+        checkpoints += 1
+        compare(int(CHECKPOINT_NAME.fullmatch(path.name).group(1)), saved["answer"]["question"])
+        setting_changes.update(dict.fromkeys(differences(saved["fingerprint"]["config"], now)))
+    run_json = _read_json(run_dir / "run.json")
+    if isinstance(run_json, dict) and isinstance(run_json.get("config"), dict):
+        setting_changes.update(dict.fromkeys(differences(result_config(run_json["config"]), now)))
+    answers_path = run_dir / answers_name
+    if answers_path.is_file():
+        answers = _read_json(answers_path)
+        entries = [a for a in answers if isinstance(a, dict)] if isinstance(answers, list) else []
+        for entry in entries:
+            compare(entry.get("id"), entry.get("question"))
+        if not checkpoints and not isinstance(run_json, dict):
+            reasons.append(f"{answers_name} with no run.json or checkpoints beside it (not an `ets run`)")
+    if other_question is not None:
+        problem, then = other_question
+        reasons.append(f"{problem.label} is another question ({_short(then)!r} then, {_short(problem.question)!r} now)")
+    if not_here:
+        ids = sorted(not_here, key=str)
+        reasons.append(f"{len(ids)} problem(s) this run does not have (ids {_short(', '.join(map(str, ids)))}; "
+                       f"this run has {len(problems)})")
+    if setting_changes:
+        changes = list(setting_changes)
+        more = f" and {len(changes) - 4} more" if len(changes) > 5 else ""
+        reasons.append("other settings: " + "; ".join(changes[:4] if more else changes) + more)
+    return f"{run_dir} holds another run: {', '.join(reasons)}; {OVERWRITE_HINT}" if reasons else ""
+
+
+def check_writable(run_dir: str | Path, answers_name: str = "answers.json") -> None:
+    """Refuse a run directory that cannot be written, before any model loads; leave nothing behind."""
+    run_dir = Path(run_dir)
+    trees = run_dir / "trees"
+    for part, what in ((trees, "where the run keeps its checkpoints"),
+                       *((part, "the run directory") for part in (run_dir, *run_dir.parents))):
+        if part.exists() and not part.is_dir():
+            raise RunDirError(f"{part} is a file, not a directory ({what}); move it away or choose another "
+                              "--output_path")
+    for name in (answers_name, *SUMMARY_FILES):
+        if (run_dir / name).is_dir():
+            raise RunDirError(f"{run_dir / name} is a directory, where the run writes its {name}; move it away "
+                              "or choose another --output_path")
+    created: list[Path] = []
+    try:
+        for part in reversed((trees, *trees.parents)):
+            if not part.exists():
+                part.mkdir()
+                created.append(part)
+        for directory in (run_dir, trees):
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=".ets-write-check.")
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        where = exc.filename or run_dir
+        raise RunDirError(f"cannot write the run directory {run_dir} ({where}: {exc.strerror}); "
+                          "choose another --output_path") from None
+    finally:
+        for part in reversed(created):
+            try:
+                part.rmdir()
+            except OSError:
+                pass
+
+
 class RunWriter:
     """Everything a runner writes, in one place: checkpoints in, one tree file per
     finished problem, then answers.json, stats.log and run.json. Local and
@@ -104,56 +285,77 @@ class RunWriter:
                  progress: Callable[[str], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.trees = self.run_dir / "trees"
-        self.trees.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.description = description
         self.problems = list(problems)
         self.answers_name = answers_name
         self.progress = progress
-        self.fingerprint = {
-            "config": {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_KEYS},
-            "backends": description,
-        }
+        self.fingerprint = {"config": result_config(config), "backends": description}
         self.entries: dict[int, dict] = {}
         self.stats: dict[int, SearchStats] = {}
         self.resumed = 0
+        self.dropped = 0
         self.elapsed_before = 0.0  # wall time earlier invocations spent on the checkpoints resumed
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.started = time.perf_counter()
 
     def resume(self, enabled: bool = True) -> list[Problem]:
-        """Take finished problems from earlier checkpoints; return those still to search."""
+        """Take finished problems from earlier checkpoints; return those still to search.
+
+        ``enabled=False`` starts afresh: the earlier run's files are removed first.
+        Raises :class:`RunDirError` when the directory holds another run (unless starting afresh)."""
+        if enabled:
+            why = foreign_run(self.run_dir, self.problems, self.config, self.answers_name)
+            if why:
+                raise RunDirError(why)
+        self.trees.mkdir(parents=True, exist_ok=True)
         if not enabled:
+            for path in checkpoint_files(self.trees):
+                path.unlink()
             self.start(self.problems)
             return list(self.problems)
         todo = []
+        dropped: dict[str, list[str]] = {}
         for problem in self.problems:
-            saved = self._checkpoint(problem)
-            if saved:
-                self.entries[problem.id] = saved["answer"]
-                self.stats[problem.id] = SearchStats.from_dict(saved["stats"])
-                self.elapsed_before = max(self.elapsed_before, saved.get("run_elapsed", 0.0))
-            else:
+            path = self.trees / f"q{problem.id}.json"
+            if not path.exists():
                 todo.append(problem)
+                continue
+            saved, why = read_checkpoint(path)
+            if saved is not None and saved["fingerprint"].get("backends") != self.description:
+                then = saved["fingerprint"].get("backends")
+                changes = differences(then if isinstance(then, dict) else {}, self.description)
+                saved, why = None, "searched with other backends: " + "; ".join(changes)
+            if saved is None:
+                dropped.setdefault(why, []).append(path.name)
+                todo.append(problem)
+                continue
+            # the ground truth as the dataset has it now, whatever it was when the problem was searched
+            self.entries[problem.id] = {**saved["answer"], "ground_truth_answer": problem.answer}
+            self.stats[problem.id] = SearchStats.from_dict(saved["stats"])
+            self.elapsed_before = max(self.elapsed_before, saved.get("run_elapsed", 0.0))
         self.resumed = len(self.entries)
+        self.dropped = sum(len(names) for names in dropped.values())
         self.start(todo)
-        if self.progress and self.resumed:
-            self.progress(f"{self.run_dir}: {self.resumed} of {len(self.problems)} problems taken from earlier checkpoints")
+        if self.progress and (self.resumed or self.dropped):
+            said = f"{self.run_dir}: {self.resumed} of {len(self.problems)} problems taken from checkpoints"
+            if dropped:
+                said += f", {self.dropped} dropped and searched again: " + "; ".join(
+                    ", ".join(names[:5]) + (", …" if len(names) > 5 else "") + f" ({why})"
+                    for why, names in dropped.items())
+            self.progress(said)
         return todo
 
-    def _checkpoint(self, problem: Problem) -> dict[str, Any] | None:
-        try:
-            saved = json.loads((self.trees / f"q{problem.id}.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        if saved.get("fingerprint") != self.fingerprint or saved.get("answer", {}).get("question") != problem.question:
-            return None
-        return saved
-
     def start(self, todo: Sequence[Problem]) -> None:
-        """Work is about to start: final files of an earlier run no longer describe this one."""
+        """Work is about to start: final files of an earlier run no longer describe this one,
+        and temporary files of a write cut short (a killed run) are litter."""
+        litter = [*self.trees.glob(".q*.json.*.tmp")]
+        for name in (self.answers_name, *SUMMARY_FILES):
+            litter += self.run_dir.glob(f".{glob.escape(name)}.*.tmp")
+        for path in litter:
+            path.unlink(missing_ok=True)
         if todo:
-            for name in (self.answers_name, "stats.log", "run.json"):
+            for name in (self.answers_name, *SUMMARY_FILES):
                 (self.run_dir / name).unlink(missing_ok=True)
 
     def elapsed(self) -> float:
@@ -197,7 +399,8 @@ class RunWriter:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             **(extra or {}),
         })
-        return RunSummary(run_dir=self.run_dir, config=self.config, stats=stats, answers=answers, resumed=self.resumed)
+        return RunSummary(run_dir=self.run_dir, config=self.config, stats=stats, answers=answers, resumed=self.resumed,
+                          dropped=self.dropped)
 
 
 async def run_problems(
@@ -213,6 +416,7 @@ async def run_problems(
     """Search every problem (``num_threads`` at once) and write the run directory."""
     writer = RunWriter(run_dir, config, backends.description, problems, answers_name=answers_name, progress=progress)
     todo = writer.resume(enabled=resume)
+    await check_prompts_fit(todo, config, backends.policy)
     gate = asyncio.Semaphore(config.num_threads)
 
     async def one(problem: Problem) -> None:
@@ -232,6 +436,17 @@ async def run_problems(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     return writer.finish()
+
+
+async def check_prompts_fit(problems: Sequence[Problem], config: SearchConfig, policy: Policy) -> None:
+    """Refuse, before any search starts, a problem whose prompt leaves no room for a step
+    (counted by the policy's tokenizer)."""
+    prompts = [prompt_text(config, p.question) for p in problems]
+    counts = await asyncio.gather(*(policy.count_tokens(prompt) for prompt in prompts))
+    for problem, tokens in zip(problems, counts):
+        why = prompt_overflow(config, tokens, problem.label)
+        if why:
+            raise SearchError(why)
 
 
 def sweep_dirs(output_dir: Path, widths: Sequence[int]) -> list[Path]:

@@ -41,6 +41,24 @@ class SearchResult:
         return self.stats.tokens_generated
 
 
+def prompt_text(config: SearchConfig, question: str) -> str:
+    """The root of a problem's tree: the question in the config's prompt format."""
+    return get_format(config.format_name).prompt(question)
+
+
+def prompt_overflow(config: SearchConfig, prompt_tokens: int, where: str, *, counted_how: str = "") -> str:
+    """Why a prompt of ``prompt_tokens`` tokens makes the search impossible ('' if it does not):
+    a trajectory is retired at ``max_tokens``, prompt included, so the root would be retired
+    before its first step. ``counted_how`` says how a lower bound was counted (the figure is then
+    "at least")."""
+    if prompt_tokens < config.max_tokens:
+        return ""
+    figure = f"at least {prompt_tokens} tokens ({counted_how})" if counted_how else f"{prompt_tokens} tokens"
+    return (f"{where}: the prompt is {figure} and max_tokens, the budget of a whole trajectory with its prompt, "
+            f"is {config.max_tokens}: no step fits; raise max_tokens (e.g. --set max_tokens="
+            f"{prompt_tokens + config.max_step_tokens}) or leave the problem out")
+
+
 def sampling_params(config: SearchConfig) -> SamplingParams:
     fmt = get_format(config.format_name)
     return SamplingParams(
@@ -59,13 +77,16 @@ async def search(
 ) -> SearchResult:
     """Search one problem; return its finished trajectories, tree and statistics."""
     started = time.perf_counter()
-    fmt = get_format(config.format_name)
-    prompt = fmt.prompt(question)
-    tree = Tree.with_root(prompt, await policy.count_tokens(prompt))
+    prompt = prompt_text(config, question)
+    where = f"problem {problem_id!r}" if problem_id is not None else "problem"
+    prompt_tokens = await policy.count_tokens(prompt)
+    overflow = prompt_overflow(config, prompt_tokens, where)
+    if overflow:
+        raise SearchError(overflow)
+    tree = Tree.with_root(prompt, prompt_tokens)
     stats = SearchStats()
     params = sampling_params(config)
     selection = SelectionParams.of(config)
-    where = f"problem {problem_id!r}" if problem_id is not None else "problem"
 
     async def expand(node_id: int, k: int) -> tuple[list[Step], list[float | None]]:
         node = tree[node_id]

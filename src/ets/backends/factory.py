@@ -27,6 +27,8 @@ class BackendSpec:
     reward_model: str | None = None
     embed_device: str | None = None
     scripted: bool = False
+    scripted_delay: float = 0.0  # seconds each scripted policy call waits (a slow model, to try interruptions)
+    request_timeout: float | None = None  # seconds a model server has to answer; None: the HTTP default
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "BackendSpec":
@@ -38,6 +40,8 @@ class BackendSpec:
             reward_model=args.reward_model,
             embed_device=args.embed_device,
             scripted=args.scripted,
+            scripted_delay=args.scripted_delay,
+            request_timeout=args.request_timeout,
         )
         if spec.scripted and (spec.policy_hosts or spec.reward_hosts):
             raise ConfigError("--scripted replaces the models: drop --policy_host / --reward_host")
@@ -45,6 +49,9 @@ class BackendSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def timeouts(self) -> dict:
+        return {} if self.request_timeout is None else {"timeout": self.request_timeout}
 
 
 def default_prompt_format(scripted: bool) -> str:
@@ -98,14 +105,15 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
     if spec.scripted:
         from ets.backends.scripted import toy_world
 
-        policy, reward = toy_world()
+        policy, reward = toy_world(delay=spec.scripted_delay)
         return Backends(policy, reward, embedder, {"policy": "scripted toy world", "reward": "scripted toy world"})
 
     description = {}
     if spec.policy_hosts:
         from ets.backends.http import make_policy
 
-        policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads)
+        policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads,
+                             **spec.timeouts())
         description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": spec.policy_model}
     else:
         from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, default_threads
@@ -123,7 +131,7 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
         from ets.backends.http import make_reward
 
         reward = make_reward(list(spec.reward_hosts), api=spec.reward_api, reward_model_type=config.reward_model_type,
-                             model=spec.reward_model, prompt_format=config.format_name)
+                             model=spec.reward_model, prompt_format=config.format_name, **spec.timeouts())
         description["reward"] = {"api": spec.reward_api or config.reward_model_type, "hosts": list(spec.reward_hosts)}
     else:
         reward = build_cpu_reward(spec, config)

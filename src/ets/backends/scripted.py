@@ -6,6 +6,7 @@ with no model at all (:func:`toy_world`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Callable, Sequence
 
@@ -14,15 +15,19 @@ from ets.backends.base import Context, SamplingParams, Step
 
 class ScriptedPolicy:
     """``step_fn(question, steps, k) -> str`` is sample ``k`` of the step after ``steps``;
-    ``token_fn(text) -> int`` counts tokens."""
+    ``token_fn(text) -> int`` counts tokens; each call waits ``delay`` seconds, as a slow model would."""
 
-    def __init__(self, step_fn: Callable[[str, list[str], int], str], token_fn: Callable[[str], int] | None = None):
+    def __init__(self, step_fn: Callable[[str, list[str], int], str], token_fn: Callable[[str], int] | None = None,
+                 delay: float = 0.0):
         self.step_fn = step_fn
         self.token_fn = token_fn or (lambda text: len(text.split()))
+        self.delay = delay
         self.requests = 0
 
     async def generate(self, context: Context, n: int, params: SamplingParams) -> list[Step]:
         self.requests += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         out = []
         for k in range(n):
             text = self.step_fn(context.question, list(context.steps), k)
@@ -48,10 +53,11 @@ def _unit(*parts: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def toy_world(answer_depth: int = 3) -> tuple[ScriptedPolicy, ScriptedReward]:
+def toy_world(answer_depth: int = 3, delay: float = 0.0) -> tuple[ScriptedPolicy, ScriptedReward]:
     """A made-up policy and PRM that need no model: steps are arithmetic-sounding
     sentences, a trajectory answers after about ``answer_depth`` steps, and the
-    PRM's score is a hash of the path. Only for demos and tests of the machinery."""
+    PRM's score is a hash of the path. Only for demos and tests of the machinery.
+    ``delay``: seconds each policy call waits."""
     words = ["add", "the", "two", "numbers", "then", "multiply", "by", "three", "so", "we", "get", "x"]
 
     def step_fn(question: str, steps: list[str], k: int) -> str:
@@ -64,7 +70,7 @@ def toy_world(answer_depth: int = 3) -> tuple[ScriptedPolicy, ScriptedReward]:
     def score_fn(question: str, steps: list[str]) -> float:
         return round(_unit("s", question, *steps), 6)
 
-    return ScriptedPolicy(step_fn), ScriptedReward(score_fn)
+    return ScriptedPolicy(step_fn, delay=delay), ScriptedReward(score_fn)
 
 
 class HashingEmbedder:

@@ -1,13 +1,24 @@
-"""``ets run``: search a dataset for one or several widths and write the run files."""
+"""``ets run``: search a dataset for one or several widths and write the run files.
+
+Everything that can be checked without a model is checked before any loads:
+the config, the dataset, the server URLs, prompts that cannot fit ``max_tokens``
+(by a word count, a lower bound on any tokenizer's count), and each run
+directory (writable, and not another run's). Exit status: 2 for input refused
+before any work, 1 for a failure during the run (the message says how many
+problems are checkpointed), 130 for Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import signal
 import sys
 from pathlib import Path
 
-from ets.config import ConfigError, SearchConfig
+from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
+from ets.config import ConfigError, SearchConfig, load_yaml
 
 
 def register(subparsers) -> None:
@@ -35,25 +46,29 @@ def register(subparsers) -> None:
     p.add_argument("--reward_model", help="PRM model name to check for (HTTP), or a GGUF path (CPU judge)")
     p.add_argument("--embed_device", help="device of the sentence embedder: a GPU index (as the reference) or cpu, cuda:1, ...")
     p.add_argument("--embed_model", help="sentence-transformers model for the diversity term (default: built-in all-MiniLM-L6-v2)")
+    p.add_argument("--request_timeout", type=float, metavar="SECONDS",
+                   help="seconds a model server has to answer one request before the run stops with an error "
+                        "naming it (default 120); the start check gives each server at most 10")
     p.add_argument("--scripted", action="store_true",
                    help="use a made-up scripted policy and PRM (no model at all): for trying the machinery")
+    p.add_argument("--scripted_delay", type=float, default=0.0, metavar="SECONDS",
+                   help="with --scripted: each policy call waits this long, as a slow model would (to try interruptions)")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="spread the problems over a Ray cluster: alone, a local cluster; 'auto' or ray://HOST:PORT to join one")
     p.add_argument("--ray_workers", type=int, help="Ray workers (default: the cluster's CPU count, at most the problems)")
-    p.add_argument("--overwrite", action="store_true", help="search every problem again instead of resuming from checkpoints")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in the output directory (its checkpoints too) instead of resuming it")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=main)
 
 
 def parse_overrides(items: list[str]) -> dict:
-    import yaml
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = load_yaml(value, f"--set {item}")
     return out
 
 
@@ -94,35 +109,94 @@ def report_run(summary, answers_name: str) -> None:
           f"prompt tokens computed {s.prompt_tokens_computed} / reused {s.prompt_tokens_reused}, time {s.time:.1f}s")
 
 
+def check_flags(args: argparse.Namespace, widths: list[int]) -> None:
+    for w in widths:
+        if w < 1:
+            raise ConfigError(f"--width: every width must be >= 1, got {w}")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"--num_samples: must be >= 1, got {args.num_samples}")
+    if args.request_timeout is not None:
+        if not (math.isfinite(args.request_timeout) and args.request_timeout > 0):
+            raise ConfigError(f"--request_timeout: must be a number of seconds > 0, got {args.request_timeout}")
+        if not (args.policy_host or args.reward_host):
+            raise ConfigError("--request_timeout: only model servers (--policy_host / --reward_host) have one")
+    if args.scripted_delay:
+        if not args.scripted:
+            raise ConfigError("--scripted_delay: only the --scripted policy has one")
+        if not (math.isfinite(args.scripted_delay) and args.scripted_delay >= 0):
+            raise ConfigError(f"--scripted_delay: must be a number of seconds >= 0, got {args.scripted_delay}")
+    for flag, hosts in (("--policy_host", args.policy_host), ("--reward_host", args.reward_host)):
+        if hosts is not None:
+            from ets.backends.http.transport import split_hosts
+
+            try:
+                split_hosts(hosts)
+            except ValueError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
+
+
+def check_budgets(problems, config: SearchConfig) -> None:
+    """Token budgets that make a search impossible, refused before any model loads.
+
+    A step budget larger than a trajectory's whole budget (the library takes it, as
+    the reference does, but it is always a mistake in a run), and a prompt with more
+    words than max_tokens: every tokenizer we serve splits at spaces, so a word is at
+    least one token. The policy's exact count is checked again before the search starts."""
+    from ets.search import prompt_overflow, prompt_text
+
+    if config.max_step_tokens > config.max_tokens:
+        raise ConfigError(
+            f"max_step_tokens ({config.max_step_tokens}) is larger than max_tokens ({config.max_tokens}), the budget "
+            "of a whole trajectory with its prompt: lower max_step_tokens or raise max_tokens")
+    for problem in problems:
+        why = prompt_overflow(config, len(prompt_text(config, problem.question).split()),
+                              problem.label, counted_how="counting its words")
+        if why:
+            raise ConfigError(why)
+
+
+def checkpointed(runs: list[tuple[int, Path]], overwrite: bool) -> str:
+    """How many problems are checkpointed and how to resume ('' when none is): the end of a stopped run's line."""
+    from ets.runner import checkpoint_files
+
+    saved = sum(len(checkpoint_files(run_dir / "trees")) for _, run_dir in runs)
+    if not saved:
+        return ""
+    where = runs[0][1] if len(runs) == 1 else runs[0][1].parent
+    again = "run the same command without --overwrite" if overwrite else "run the same command again"
+    return f"; {saved} finished problem(s) are checkpointed in {where}: {again} to resume"
+
+
 def main(args: argparse.Namespace) -> int:
     from ets.backends.base import BackendError
     from ets.backends.factory import BackendSpec, build_backends
     from ets.datasets import DatasetError, load_problems
-    from ets.runner import run_problems, sweep_dirs
+    from ets.runner import RunDirError, check_writable, foreign_run, run_problems, sweep_dirs
     from ets.search import SearchError
 
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         config = resolve_config(args)
         widths = args.width or [config.width]
-        for w in widths:
-            if w < 1:
-                raise ConfigError(f"--width: every width must be >= 1, got {w}")
-        if args.num_samples is not None and args.num_samples < 1:
-            raise ConfigError(f"--num_samples: must be >= 1, got {args.num_samples}")
+        check_flags(args, widths)
         output_dir, answers_name = output_location(args, config)
         problems = load_problems(args.input_path, args.num_samples)  # checked before any model loads
+        check_budgets(problems, config)
         spec = BackendSpec.from_args(args)
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"ets run: cannot write the run directory: {exc}", file=sys.stderr)
-        return 2
-    except (ConfigError, DatasetError) as exc:
-        print(f"ets run: {exc}", file=sys.stderr)
-        return 2
+        runs = list(zip(widths, sweep_dirs(output_dir, widths)))
+        dataset = Path(args.input_path)
+        for width, run_dir in runs:
+            if dataset.is_file() and dataset.resolve() == (run_dir / answers_name).resolve():
+                raise RunDirError(f"--output_path {run_dir / answers_name} is the dataset itself; choose another")
+            if not args.overwrite:
+                why = foreign_run(run_dir, problems, config.replace(width=width), answers_name)
+                if why:
+                    raise RunDirError(why)
+            check_writable(run_dir, answers_name)
+    except (ConfigError, DatasetError, RunDirError) as exc:
+        raise CommandError(str(exc), 2) from exc
     if args.scripted:
         log("note: --scripted: a made-up policy and PRM stand in for the models; the answers mean nothing")
-    runs = list(zip(widths, sweep_dirs(output_dir, widths)))
     resume = not args.overwrite
 
     def on_ray() -> None:
@@ -137,6 +211,10 @@ def main(args: argparse.Namespace) -> int:
             report_run(summary, answers_name)
 
     async def in_process() -> None:
+        try:  # `kill PID` (SIGTERM) stops the run as Ctrl-C does: searches in flight cancelled, checkpoints whole
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+        except (NotImplementedError, AttributeError):  # no such signal handling on this platform
+            pass
         backends = build_backends(spec, config, log=log)
         try:
             # servers that do not answer, or serve another model, stop the run before any problem starts
@@ -158,12 +236,17 @@ def main(args: argparse.Namespace) -> int:
             on_ray()
         else:
             asyncio.run(in_process())
-    except (ConfigError, ImportError) as exc:
-        print(f"ets run: {exc}", file=sys.stderr)
-        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:  # Ctrl-C, SIGTERM: searches in flight cancelled
+        saved = checkpointed(runs, args.overwrite) or "; no problem had finished: run the same command to start again"
+        if isinstance(exc, KeyboardInterrupt):
+            raise CommandError(f"interrupted{saved}", EXIT_INTERRUPTED) from exc
+        raise CommandError(f"terminated{saved}", EXIT_TERMINATED) from exc
+    except (ConfigError, ImportError, RunDirError) as exc:
+        raise CommandError(str(exc), 2) from exc
     except (SearchError, BackendError) as exc:
-        saved = any((run_dir / "trees").glob("q*.json") for _, run_dir in runs)
-        note = "\n(finished problems are checkpointed in the run directory; run again to resume)" if saved else ""
-        print(f"ets run: {exc}{note}", file=sys.stderr)
-        return 1
+        hint = " (a slow server: raise --request_timeout)" if getattr(exc, "details", {}).get("timed_out") else ""
+        raise CommandError(f"{exc}{hint}{checkpointed(runs, args.overwrite)}", 1) from exc
+    except OSError as exc:  # a disk that fills up, a run directory removed under the run
+        raise CommandError(f"cannot write {exc.filename or 'the run directory'} ({exc.strerror})"
+                           f"{checkpointed(runs, args.overwrite)}", 1) from exc
     return 0

@@ -41,9 +41,10 @@ def validate_answers(problems, path="answers.json") -> list[dict]:
                 raise _fail(path, f"{where}, model_answer[{j}]: expected an object {{text, step_scores}}, "
                                   f"got {type(cand).__name__}")
             text = cand.get("text")
-            if text is not None and not isinstance(text, str):
-                raise _fail(path, f"{where}, model_answer[{j}]: 'text' should be a string, "
-                                  f"got {type(text).__name__}")
+            if not isinstance(text, str):  # the answer is read from the text: without it, nothing to grade
+                got = "no 'text'" if text is None else f"'text' is a {type(text).__name__}"
+                raise _fail(path, f"{where}, model_answer[{j}]: {got}; each trajectory needs its text (a string), "
+                                  "the answer is read from it")
             scores = cand.get("step_scores")
             if not isinstance(scores, list):
                 raise _fail(path, f"{where}, model_answer[{j}]: 'step_scores' should be a list of numbers, "
@@ -71,6 +72,8 @@ def load_answers(path: str | os.PathLike) -> list[dict]:
     try:
         with open(p, encoding="utf-8") as f:
             problems = json.load(f)
+    except UnicodeDecodeError as exc:
+        raise _fail(p, f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise _fail(p, f"not valid JSON ({exc})") from None
     except OSError as exc:

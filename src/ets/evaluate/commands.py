@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from ets.cli import CommandError
 from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
@@ -78,9 +80,14 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_report)
 
 
-def _error(message: str) -> int:
-    print(f"ets: error: {message}", file=sys.stderr)
-    return 2
+def check_output_path(path: str) -> None:
+    """The file --output_path appends to must be creatable: refused before any work."""
+    target = Path(path)
+    if target.is_dir():
+        raise CommandError(f"--output_path {target} is a directory; give a file to append the result to")
+    if not target.parent.is_dir():
+        raise CommandError(f"--output_path {target}: the directory {target.parent} does not exist; create it "
+                           "or choose another path")
 
 
 def run_evaluate(args) -> int:
@@ -92,28 +99,32 @@ def run_evaluate(args) -> int:
     if args.all:
         settings = list(ALL_SETTINGS)
     elif args.agg_func is None:
-        return _error("--agg_func is required (min, prod, mean, last or majority_vote), or give --all")
+        raise CommandError("--agg_func is required (min, prod, mean, last or majority_vote), or give --all")
     else:
         weighted = args.weighted and args.agg_func == "majority_vote"
         if weighted and args.weight_agg is None:
-            return _error("--weighted True needs --weight_agg (min, prod, mean or last)")
+            raise CommandError("--weighted True needs --weight_agg (min, prod, mean or last)")
         settings = [Setting(args.agg_func, weighted, args.weight_agg if weighted else None)]
+    if args.output_path:
+        check_output_path(args.output_path)
     if answer_style(args.model_type) == "auto":
-        print(f"ets: warning: unknown --model_type {args.model_type!r}; reading 'The answer is: X', "
+        print(f"ets evaluate: warning: unknown --model_type {args.model_type!r}; reading 'The answer is: X', "
               "then \\boxed{X}", file=sys.stderr)
     try:
         problems = load_answers(args.path)
         results = evaluate_settings(problems, settings, args.model_type)
     except (AnswersFileError, ValueError) as exc:
-        return _error(str(exc))
+        raise CommandError(str(exc)) from exc
 
     if args.output_path:
-        with open(args.output_path, "a", encoding="utf-8") as f:
-            for setting in settings:  # the reference's lines
-                res = results[setting.name]
-                weighted = setting.weighted if args.all else args.weighted
-                f.write(f"\nagg_function {setting.agg_func} weighted: {weighted} \n"
-                        f" accuracy: {str(res.accuracy)}")
+        lines = "".join(  # the reference's lines
+            f"\nagg_function {setting.agg_func} weighted: {setting.weighted if args.all else args.weighted} \n"
+            f" accuracy: {str(results[setting.name].accuracy)}" for setting in settings)
+        try:
+            with open(args.output_path, "a", encoding="utf-8") as f:
+                f.write(lines)
+        except OSError as exc:
+            raise CommandError(f"cannot append to --output_path {args.output_path}: {exc.strerror}", 1) from exc
     if args.json:
         if args.all:
             out = {
@@ -142,7 +153,7 @@ def run_report(args) -> int:
     try:
         report = build_report(args.runs, args.output, model_type=args.model_type, metric=args.metric)
     except (ReportError, AnswersFileError, ValueError) as exc:
-        return _error(str(exc))
+        raise CommandError(str(exc)) from exc
     if args.json:
         print(json.dumps(report.rows_as_dicts(), ensure_ascii=False))
     else:

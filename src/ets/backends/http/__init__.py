@@ -137,7 +137,7 @@ class HTTPReward:
     async def _detect(self) -> str:
         host = self.pool.hosts[0]
         try:
-            _, info = await self.pool.get("/info", host=host, retries=1)
+            _, info = await self.pool.get("/info", host=host, retries=1, timeout=self.pool.start_timeout)
         except BackendError as exc:
             if exc.details.get("status") is None:  # nothing answered at all
                 raise BackendError(

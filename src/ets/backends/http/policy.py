@@ -55,7 +55,7 @@ class OpenAICompletionsPolicy(StartsOnce):
         served: dict[str, list[str]] = {}
         for host in self.pool.hosts:
             try:
-                _, body = await self.pool.get("/v1/models", host=host, retries=1)
+                _, body = await self.pool.get("/v1/models", host=host, retries=1, timeout=self.pool.start_timeout)
             except BackendError as exc:
                 raise BackendError(
                     f"cannot reach the policy server ({exc.message}). Start one, e.g. "
@@ -121,7 +121,9 @@ class OpenAICompletionsPolicy(StartsOnce):
             try:
                 _, body = await self.pool.post("/extras/tokenize/count", {"input": text}, host=host)
                 return int(body["count"])
-            except (BackendError, KeyError, TypeError, ValueError):
+            except BackendError as exc:
+                _raise_if_timed_out(exc)
+            except (KeyError, TypeError, ValueError):
                 pass
         elif dialect in ("vllm", "sglang"):
             try:
@@ -129,7 +131,9 @@ class OpenAICompletionsPolicy(StartsOnce):
                 if "count" in body:
                     return int(body["count"])
                 return len(body["tokens"])
-            except (BackendError, KeyError, TypeError, ValueError):
+            except BackendError as exc:
+                _raise_if_timed_out(exc)
+            except (KeyError, TypeError, ValueError):
                 pass
         # any OpenAI server: the prompt tokens of a one-token completion
         _, body = await self.pool.post("/v1/completions", {
@@ -229,3 +233,10 @@ def _same_model(configured: str, served: str) -> bool:
     a = configured.rstrip("/").split("/")[-1].lower()
     b = served.rstrip("/").split("/")[-1].lower()
     return a == b
+
+
+def _raise_if_timed_out(exc: BackendError) -> None:
+    """A server that did not answer in time would not answer the fallback either: the request fails
+    after one timeout, not two."""
+    if exc.details.get("timed_out"):
+        raise exc

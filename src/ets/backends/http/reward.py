@@ -130,7 +130,7 @@ class _HTTPReward(StartsOnce):
 
     async def _get_models(self, host: str, path: str = "/v1/models") -> list[str]:
         try:
-            _, body = await self.pool.get(path, host=host, retries=1)
+            _, body = await self.pool.get(path, host=host, retries=1, timeout=self.pool.start_timeout)
         except BackendError as exc:
             raise BackendError(
                 f"cannot reach the reward server ({exc.message}). Start one, e.g. `ets serve reward --port PORT`, "
@@ -178,7 +178,7 @@ class EtsReward(_HTTPReward):
     async def start(self) -> None:
         for host in self.pool.hosts:
             try:
-                _, info = await self.pool.get("/info", host=host, retries=1)
+                _, info = await self.pool.get("/info", host=host, retries=1, timeout=self.pool.start_timeout)
             except BackendError as exc:
                 raise BackendError(
                     f"cannot reach the reward server ({exc.message}). Start one with "
@@ -220,7 +220,7 @@ class SGLangGenerateReward(_PerStepReward):
     async def start(self) -> None:
         for host in self.pool.hosts:
             try:
-                _, info = await self.pool.get("/get_model_info", host=host, retries=1)
+                _, info = await self.pool.get("/get_model_info", host=host, retries=1, timeout=self.pool.start_timeout)
             except BackendError as exc:
                 if exc.details.get("status") == 404:
                     raise BackendError(

@@ -8,9 +8,14 @@
   not busier than the least busy one by more than ``imbalance`` requests, so a
   problem's tree stays in one server's prefix cache; otherwise to the least
   busy host,
-* retries connection errors, timeouts, HTTP 5xx and 429 with exponential
-  backoff (and jitter), moving to another host when there is one, and marks a
-  failing host down for a short while,
+* retries connection errors, HTTP 5xx and 429 with exponential backoff (and
+  jitter), moving to another host when there is one, and marks a failing host
+  down for a short while,
+* gives a server ``timeout`` seconds (120 by default; ``ets run
+  --request_timeout``) to answer; a request that times out is tried on another
+  host, never again on the same one (a server that hangs once hangs again), so
+  with one host it fails after ``timeout`` seconds. Start checks
+  (``GET /v1/models`` and the like) get ``start_timeout``: at most 10 seconds,
 * turns what is left into a :class:`~ets.backends.base.BackendError` naming
   the URL, after a bounded number of attempts: a dead server never hangs a run.
 
@@ -22,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import weakref
 import time
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -58,16 +64,28 @@ class StartsOnce:
         self._started = True
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+REQUEST_TIMEOUT = 120.0  # seconds a server has to answer a request
+START_TIMEOUT = 10.0  # seconds a server has to answer a start check (at most REQUEST_TIMEOUT)
 
 
 def normalize_url(url: str) -> str:
-    """``host:port`` or ``http://host:port/`` -> ``http://host:port``."""
-    url = url.strip()
-    if not url:
-        raise ValueError("empty server URL")
-    if "://" not in url:
-        url = "http://" + url
-    return url.rstrip("/")
+    """``host:port`` or ``http://host:port/`` -> ``http://host:port``; anything
+    that is not an http(s) URL with a host (and a port from 0 to 65535) is refused."""
+    text = url.strip()
+    if not text:
+        raise ValueError("an empty server URL; expected http://HOST:PORT")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: expected an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r}: no host name; expected http://HOST:PORT")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number from 0 to 65535") from None
+    return text.rstrip("/")
 
 
 def split_hosts(hosts: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -78,7 +96,7 @@ def split_hosts(hosts: str | list[str] | tuple[str, ...]) -> list[str]:
     for item in hosts:
         out.extend(normalize_url(part) for part in str(item).split(",") if part.strip())
     if not out:
-        raise ValueError("no server URL given")
+        raise ValueError("no server URL given; expected http://HOST:PORT")
     return list(dict.fromkeys(out))  # unique, in order
 
 
@@ -110,7 +128,8 @@ class HostPool:
         hosts: str | list[str],
         *,
         what: str = "model",
-        timeout: float = 120.0,
+        timeout: float = REQUEST_TIMEOUT,
+        start_timeout: float = START_TIMEOUT,
         connect_timeout: float = 5.0,
         max_concurrency: int = 64,
         retries: int = 3,
@@ -124,9 +143,12 @@ class HostPool:
             raise ValueError("max_concurrency must be >= 1")
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.hosts = split_hosts(hosts)
         self.what = what
         self.timeout = float(timeout)
+        self.start_timeout = float(min(start_timeout, timeout))
         self.connect_timeout = float(min(connect_timeout, timeout))
         self.max_concurrency = int(max_concurrency)
         self.retries = int(retries)
@@ -212,16 +234,21 @@ class HostPool:
         affinity: str | None = None,
         host: str | None = None,
         retries: int | None = None,
+        timeout: float | None = None,
     ) -> tuple[str, Any]:
         """Send one JSON request; return ``(host, decoded JSON body)``.
 
         ``json`` may be a function of the chosen host (a body that depends on
         the server family).
-        ``host`` pins the request to one server (no failover). Raises
-        :class:`BackendError` naming the URL on a 4xx answer at once, and after
-        ``retries`` further attempts on connection errors, timeouts, 5xx, 429.
+        ``host`` pins the request to one server (no failover). ``timeout``: the
+        seconds each server gets to answer (default: the pool's). Raises
+        :class:`BackendError` naming the URL on a 4xx answer at once; after
+        ``retries`` further attempts on connection errors, 5xx, 429; and when
+        every host it may go to has timed out.
         """
         retries = self.retries if retries is None else retries
+        timeout = self.timeout if timeout is None else float(timeout)
+        limits = httpx.Timeout(timeout, connect=min(self.connect_timeout, timeout))
         self.stats.requests += 1
         tried: list[str] = []
         last_error = ""
@@ -241,12 +268,14 @@ class HostPool:
                 if attempt:
                     self.stats.retries += 1
                 self._inflight[target] += 1
+                timed_out = False
                 try:
                     payload = json(target) if callable(json) else json
-                    response = await self.client().request(method, url, json=payload)
+                    response = await self.client().request(method, url, json=payload, timeout=limits)
                 except httpx.TimeoutException as exc:
-                    last_error = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
+                    last_error = f"no answer within {timeout:g}s ({type(exc).__name__})"
                     self._down_until[target] = time.monotonic() + self.down_for
+                    timed_out = True
                 except httpx.TransportError as exc:
                     last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     self._down_until[target] = time.monotonic() + self.down_for
@@ -273,15 +302,17 @@ class HostPool:
                     last_error = f"HTTP {response.status_code}: {_error_text(response)}"
                 finally:
                     self._inflight[target] -= 1
+                if timed_out and (host is not None or len(set(tried)) >= len(self.hosts)):
+                    break  # every host this request may use has had its chance
                 if attempt < retries:
                     await asyncio.sleep(self._delay(attempt))
         self.stats.failures += 1
         hosts = ", ".join(dict.fromkeys(tried))
         raise BackendError(
-            f"{self.what} server failed {method} {path} after {retries + 1} attempt(s); last error: {last_error}"
+            f"{self.what} server failed {method} {path} after {len(tried)} attempt(s); last error: {last_error}"
             + (f" (tried {hosts})" if len(set(tried)) > 1 else ""),
             where=last_url,
-            details={"attempts": retries + 1, "hosts": list(dict.fromkeys(tried))},
+            details={"attempts": len(tried), "hosts": list(dict.fromkeys(tried)), "timed_out": timed_out},
         )
 
     async def post(self, path: str, json: Any, **kw: Any) -> tuple[str, Any]:
