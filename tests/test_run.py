@@ -183,3 +183,12 @@ def test_tree_refuses_a_second_root():
     with pytest.raises(ValueError, match="node 1: a second root"):
         ets.Tree.from_nodes([{"id": 0, "parent_id": None, "text": "a", "score": 1, "depth": 0, "num_step_tokens": 1},
                              {"id": 1, "parent_id": None, "text": "b", "score": 1, "depth": 0, "num_step_tokens": 1}])
+
+
+def test_a_slice_of_a_dataset_keeps_the_problems_ids(tmp_path):
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps({"question": f"q{i}", "answer": str(i)}) for i in range(10)])
+    picked = load_problems(f"{path}[1::4]")
+    assert [(p.id, p.question, p.answer) for p in picked] == [(1, "q1", "1"), (5, "q5", "5"), (9, "q9", "9")]
+    assert [p.id for p in load_problems(f"{path}[-3:]", num_samples=2)] == [7, 8]
+    with pytest.raises(DatasetError, match="slice step must be at least 1"):
+        load_problems(f"{path}[::0]")

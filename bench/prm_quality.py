@@ -1,0 +1,187 @@
+"""How well the CPU reward models' scores track correctness, and the arithmetic PRM's fit.
+
+1. Sample trajectories of the CPU policy (best-of-N, independent samples) on a tuning split and a
+   held-out split of ASDiv: `ets run` writes them as run directories.
+2. Label every node of every trajectory with the correctness of the trajectory's final answer.
+3. `--fit`: fit the arithmetic PRM's logistic weights on the tuning split (L2-regularised Newton).
+4. Report, on each split, the AUROC of each PRM's last-step score against final correctness (and,
+   for the arithmetic PRM, of every step's score against its trajectory's correctness), plus
+   best-of-N and weighted-vote accuracy picked by each PRM against a random pick.
+
+    python bench/prm_quality.py                       # sample (once; cached in runs/prm_quality) and report
+    python bench/prm_quality.py --fit                 # ... and print fitted weights for WEIGHTS
+    python bench/prm_quality.py --judge               # ... and score the held-out last steps with the LLM judge
+
+The splits are slices of the built-in ASDiv set (`ets run --input_path 'asdiv[START::STEP]'`):
+tuning `asdiv[0::20]`, held-out `asdiv[10::20]` by default, disjoint by construction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ets.backends.arithmetic import FEATURES, WEIGHTS, ArithmeticPRM, logistic, path_features  # noqa: E402
+from ets.backends.base import Context  # noqa: E402
+from ets.evaluate import extract_answer, extract_ground_truth  # noqa: E402
+from ets.evaluate.grade import default_grader  # noqa: E402
+from ets.formats import get_format  # noqa: E402
+
+TUNE = "asdiv[0::20]"
+HELD_OUT = "asdiv[10::20]"
+
+
+def sample(dataset: str, out: Path, problems: int, width: int, temperature: float) -> Path:
+    """Independent trajectories of the CPU policy (cached: `ets run` resumes a finished run)."""
+    cmd = [sys.executable, "-m", "ets", "run", "--input_path", dataset, "--num_samples", str(problems),
+           "--config", str(ROOT / "configs/cpu_ets.yaml"), "--select_method", "best_of_n", "--width", str(width),
+           "--set", f"temperature={temperature}", "--set", "lambdas=0", "--quiet", "--output_path", str(out / "answers.json")]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def labelled_paths(run_dir: Path):
+    """(question, steps, correct) for every node of every tree, and the problems' trajectories."""
+    grader = default_grader()
+    # each tree file holds its problem's answers.json entry (so a partial run can be read too)
+    answers = [json.loads(f.read_text())["answer"] for f in sorted((run_dir / "trees").glob("q*.json"))]
+    rows, problems = [], []
+    for problem in answers:
+        truth = extract_ground_truth(problem["ground_truth_answer"])
+        trajectories = []
+        for trajectory in problem["model_answer"]:
+            correct = grader.is_correct(extract_answer(trajectory["text"], "small_instruct"), truth)
+            steps = trajectory["steps"]
+            trajectories.append((steps, correct))
+            for depth in range(1, len(steps) + 1):
+                rows.append((problem["question"], steps[:depth], correct, depth == len(steps)))
+        problems.append((problem["question"], truth, trajectories))
+    return rows, problems
+
+
+def auroc(scores, labels) -> float:
+    """Probability that a correct item outscores a wrong one (ties count half)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([pos, neg])[order]
+    i = 0
+    while i < len(values):  # average ranks of ties
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def fit(rows, l2: float = 1.0) -> dict[str, float]:
+    """L2-regularised logistic regression over FEATURES (Newton's method)."""
+    x = np.array([[1.0] + [path_features(q, s)[f] for f in FEATURES] for q, s, _, _ in rows])
+    y = np.array([float(c) for _, _, c, _ in rows])
+    w = np.zeros(x.shape[1])
+    penalty = np.full(x.shape[1], l2)
+    penalty[0] = 0.0  # the bias is not shrunk
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + penalty * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return {"bias": round(float(w[0]), 2), **{f: round(float(v), 2) for f, v in zip(FEATURES, w[1:])}}
+
+
+def picks(problems, score_fn, rng) -> dict[str, float]:
+    """Accuracy when each problem's answer is picked by the highest last-step score, by a score-weighted
+    vote, and at random (the mean over trajectories)."""
+    best = vote = chance = 0.0
+    grader = default_grader()
+    for question, truth, trajectories in problems:
+        if not trajectories:
+            continue
+        scores = [score_fn(question, steps) for steps, _ in trajectories]
+        best += trajectories[int(np.argmax(scores))][1]
+        chance += np.mean([c for _, c in trajectories])
+        totals: dict[str, float] = {}
+        outcome: dict[str, bool] = {}
+        for (steps, correct), s in zip(trajectories, scores):
+            answer = extract_answer("".join(steps), "small_instruct")
+            if answer is None:
+                continue
+            key = next((k for k in totals if grader.equivalent(k, answer)), answer)
+            totals[key] = totals.get(key, 0.0) + s
+            outcome[key] = correct
+        if totals:
+            vote += outcome[max(totals, key=totals.get)]
+    n = len(problems)
+    return {"best_of_n": best / n, "weighted_vote": vote / n, "random_pick": chance / n}
+
+
+def judge_scores(rows) -> list[float]:
+    from ets.backends.llamacpp import LlamaCppJudge
+
+    judge = LlamaCppJudge(format="small_instruct")
+    prompt = get_format("small_instruct").prompt
+    contexts = [Context(q, prompt(q), tuple(s)) for q, s, _, _ in rows]
+    try:
+        return asyncio.run(judge.score(contexts))
+    finally:
+        judge.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tune", default=TUNE)
+    ap.add_argument("--held_out", default=HELD_OUT)
+    ap.add_argument("--problems", type=int, default=60, help="problems per split")
+    ap.add_argument("--width", type=int, default=8, help="trajectories per problem")
+    ap.add_argument("--temperature", type=float, default=0.4, help="the CPU config's sampling temperature")
+    ap.add_argument("--out", default=str(ROOT / "runs/prm_quality"))
+    ap.add_argument("--fit", action="store_true", help="fit the weights on the tuning split and report with them")
+    ap.add_argument("--judge", action="store_true", help="also score held-out last steps with the LLM self-judge")
+    args = ap.parse_args()
+
+    splits = {"tuning": args.tune, "held-out": args.held_out}
+    data = {}
+    for name, dataset in splits.items():
+        run_dir = sample(dataset, Path(args.out) / name.replace("-", "_"), args.problems, args.width, args.temperature)
+        data[name] = labelled_paths(run_dir)
+    weights = fit(data["tuning"][0]) if args.fit else WEIGHTS
+    if args.fit:
+        print("fitted weights (tuning split):", json.dumps(weights))
+    prm = ArithmeticPRM(weights)
+    rng = np.random.default_rng(0)
+    for name, (rows, problems) in data.items():
+        last = [(q, s, c) for q, s, c, is_last in rows if is_last]
+        n_traj = len(last)
+        rate = sum(c for _, _, c in last) / max(1, n_traj)
+        step_auc = auroc([prm.score_steps(q, s) for q, s, _, _ in rows], [c for _, _, c, _ in rows])
+        last_auc = auroc([prm.score_steps(q, s) for q, s, _ in last], [c for _, _, c in last])
+        acc = picks(problems, prm.score_steps, rng)
+        print(f"{name} ({splits[name]}, {len(problems)} problems, {n_traj} trajectories, {rate:.1%} correct):")
+        print(f"  arithmetic PRM: AUROC last step {last_auc:.3f}, every step {step_auc:.3f}; "
+              f"pick by best-of-N {acc['best_of_n']:.1%}, weighted vote {acc['weighted_vote']:.1%}, "
+              f"random pick {acc['random_pick']:.1%}")
+        if args.judge and name == "held-out":
+            lasts = [r for r in rows if r[3]]
+            scores = judge_scores(lasts)
+            print(f"  LLM self-judge: AUROC last step {auroc(scores, [r[2] for r in lasts]):.3f}")
+
+
+if __name__ == "__main__":
+    main()
