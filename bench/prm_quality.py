@@ -11,6 +11,10 @@
     python bench/prm_quality.py                       # sample (once; cached in runs/prm_quality) and report
     python bench/prm_quality.py --fit                 # ... and print fitted weights for WEIGHTS
     python bench/prm_quality.py --judge               # ... and score the held-out last steps with the LLM judge
+    python bench/prm_quality.py --held_out_run runs/methods/best_of_n_w8   # held-out trajectories already sampled
+
+Any run of independent samples (`best_of_n`) serves as a split's trajectories: `--tuning_run DIR` /
+`--held_out_run DIR` read one instead of sampling.
 
 The splits are slices of the built-in ASDiv set (`ets run --input_path 'asdiv[START::STEP]'`):
 tuning `asdiv[0::20]`, held-out `asdiv[10::20]` by default, disjoint by construction.
@@ -152,14 +156,21 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=8, help="trajectories per problem")
     ap.add_argument("--temperature", type=float, default=0.4, help="the CPU config's sampling temperature")
     ap.add_argument("--out", default=str(ROOT / "runs/prm_quality"))
+    ap.add_argument("--tuning_run", help="a best_of_n run directory to read instead of sampling the tuning split")
+    ap.add_argument("--held_out_run", help="a best_of_n run directory to read instead of sampling the held-out split")
     ap.add_argument("--fit", action="store_true", help="fit the weights on the tuning split and report with them")
     ap.add_argument("--judge", action="store_true", help="also score held-out last steps with the LLM self-judge")
     args = ap.parse_args()
 
     splits = {"tuning": args.tune, "held-out": args.held_out}
+    given = {"tuning": args.tuning_run, "held-out": args.held_out_run}
     data = {}
     for name, dataset in splits.items():
-        run_dir = sample(dataset, Path(args.out) / name.replace("-", "_"), args.problems, args.width, args.temperature)
+        if given[name]:
+            run_dir = Path(given[name])
+            splits[name] = str(run_dir)
+        else:
+            run_dir = sample(dataset, Path(args.out) / name.replace("-", "_"), args.problems, args.width, args.temperature)
         data[name] = labelled_paths(run_dir)
     weights = fit(data["tuning"][0]) if args.fit else WEIGHTS
     if args.fit:

@@ -1,0 +1,93 @@
+"""Whole-search throughput on the CPU: generated tokens/s and problems/min of `ets run`'s search
+(policy, PRM and embedder), the old way against today's, side by side in one process.
+
+* ``old way``: the CPU default before the arithmetic PRM: SmolLM2 judging its own steps in a second
+  llama.cpp context (each context on half the cores), the policy batching at most 16 sequences;
+* ``today``: the model-free arithmetic PRM, the policy on every core, batches of up to 32 sequences;
+* ``policy alone``: today's policy with a constant-score PRM and no embedder: the same search shape
+  with nothing but batched decoding, the ceiling of a whole search.
+
+Problems go in rounds of ``num_threads`` (as `ets run` searches them); each round runs every mode
+in turn, so the modes share the machine's load alike. Same problems, config and seed throughout.
+
+    .venv/bin/python bench/search_throughput.py --problems 8 --width 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ets.backends.arithmetic import ArithmeticPRM  # noqa: E402
+from ets.backends.embedder import load_embedder  # noqa: E402
+from ets.backends.llamacpp import LlamaCppJudge, LlamaCppPolicy, default_threads  # noqa: E402
+from ets.backends.scripted import ScriptedReward  # noqa: E402
+from ets.config import SearchConfig  # noqa: E402
+from ets.datasets import load_problems  # noqa: E402
+from ets.runner import Backends, run_problems  # noqa: E402
+
+
+def build_modes(config: SearchConfig) -> dict[str, Backends]:
+    embedder = load_embedder(config.embed_model) if config.lambdas > 0 else None
+    seed = config.seed or 0
+    today = LlamaCppPolicy(seed=seed, n_threads=default_threads(shared=False), n_batch_seqs=32)
+    return {
+        "old way (self-judge)": Backends(
+            LlamaCppPolicy(seed=seed, n_threads=default_threads(shared=True), n_batch_seqs=16),
+            LlamaCppJudge(format=config.format_name, n_threads=default_threads(shared=True)), embedder),
+        "today (arithmetic PRM)": Backends(today, ArithmeticPRM(), embedder),
+        "policy alone": Backends(today, ScriptedReward(lambda question, steps: 0.5), None),
+    }
+
+
+async def main_async(args) -> None:
+    config = SearchConfig.from_yaml(args.config).replace(width=args.width)
+    problems = load_problems(args.dataset, args.problems)
+    modes = build_modes(config)
+    totals = {name: {"tokens": 0, "time": 0.0, "problems": 0} for name in modes}
+    rounds = [problems[i:i + config.num_threads] for i in range(0, len(problems), config.num_threads)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for number, batch in enumerate(rounds):
+            for index, (name, backends) in enumerate(modes.items()):
+                mode_config = config.replace(lambdas=0.0) if backends.embedder is None else config
+                started = time.perf_counter()
+                summary = await run_problems(batch, mode_config, backends, Path(tmp) / f"round{number}-mode{index}")
+                totals[name]["time"] += time.perf_counter() - started
+                totals[name]["tokens"] += summary.stats.tokens_generated
+                totals[name]["problems"] += len(batch)
+                print(f"round {number + 1}/{len(rounds)} {name}: {summary.stats.tokens_generated} tokens in "
+                      f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
+    for backends in modes.values():
+        for model in (backends.policy, backends.reward):
+            if hasattr(model, "close"):
+                model.close()
+    print(f"whole ETS search ({args.config}, width {config.width}, lambdas {config.lambdas}), "
+          f"{len(problems)} problems of {args.dataset}, {os.cpu_count()} cores, {config.num_threads} problems at once")
+    print(f"{'mode':<24} {'tokens':>7} {'time s':>8} {'tok/s':>7} {'problems/min':>13}")
+    rate = {}
+    for name, t in totals.items():
+        rate[name] = t["tokens"] / t["time"]
+        print(f"{name:<24} {t['tokens']:>7} {t['time']:>8.1f} {rate[name]:>7.1f} {60 * t['problems'] / t['time']:>13.2f}")
+    old, today, alone = rate.values()
+    print(f"ratio today / old way: {today / old:.2f}x tokens/s; today / policy alone: {today / alone:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="asdiv[0::20]")
+    ap.add_argument("--problems", type=int, default=8)
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--config", default=str(ROOT / "configs/cpu_ets.yaml"))
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
