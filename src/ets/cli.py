@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "ets.commands.run",
     "ets.evaluate.commands",
     "ets.serve.commands",
+    "ets.view.commands",
 )
 
 

@@ -179,6 +179,12 @@ def _width_from_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def model_type_of(config: dict) -> str:
+    """The prompt format a run's answers are read in: ``run.json``'s config
+    (``prompt_format``, else ``policy_model_type``), else llemma as the reference."""
+    return config.get("prompt_format") or config.get("policy_model_type") or "llemma"
+
+
 def read_run(path: Path, model_type: str | None = None, grader: Grader | None = None) -> RunRow:
     """Evaluate one run directory under every setting and gather its figures."""
     run_json: dict = {}
@@ -197,7 +203,7 @@ def read_run(path: Path, model_type: str | None = None, grader: Grader | None = 
     if width is None:
         width = _width_from_name(path.name)
     method = config.get("select_method") or "unknown"
-    mtype = model_type or config.get("prompt_format") or config.get("policy_model_type") or "llemma"
+    mtype = model_type or model_type_of(config)
 
     stats: dict[str, float | int | None] = {k: json_stats.get(k) for k in STAT_FIELDS}
     log_path = path / "stats.log"
