@@ -140,6 +140,18 @@ def test_problem_filter_and_errors(runs, tmp_path, capsys):
         build_view([runs["softmax"], other], tmp_path / "z.html")
 
 
+def test_report_links_the_tree_page_of_each_width(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(runs["softmax_costmodel"]), str(runs["softmax"]), "-o", str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    # one width, two methods: one page with both side by side
+    links = re.findall(r"\[([^]]+)\]\((trees_[^)]+\.html)\)", md)
+    assert links == [("REBASE width 6 vs ETS width 6", f"trees_softmax_vs_softmax_costmodel_width_{WIDTH}.html")]
+    page = (out / links[0][1]).read_text(encoding="utf-8")
+    assert len(re.findall(r'id="tree-[01]-\d+"', page)) == 2 * len(QUESTIONS)
+    assert f"wrote {out / links[0][1]}" in capsys.readouterr().err
+
+
 # -- in the browser -------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"

@@ -332,19 +332,26 @@ def build_report(
     metric: str = "majority_vote/weighted/last",
     grader: Grader | None = None,
 ) -> Report:
-    """Evaluate the runs and write report.md, report.csv and the three plots
-    into ``output``."""
+    """Evaluate the runs and write report.md, report.csv, the three plots and
+    the runs' tree pages (``ets view``, linked from report.md) into ``output``."""
     if metric not in {s.name for s in ALL_SETTINGS}:
         raise ReportError(f"unknown metric {metric!r}; known: {', '.join(s.name for s in ALL_SETTINGS)}")
     grader = grader or default_grader()
     rows = sorted((read_run(p, model_type, grader) for p in discover_runs(paths)), key=_sort_key)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
+    from ets.view.page import report_views  # here: ets.view reads this module's labels
+
+    views = report_views([(r.path, r.method, r.width) for r in rows], out, model_type=model_type, grader=grader)
     markdown = render_markdown(rows, metric)
+    if views:
+        markdown += "\nSearch trees (`ets view`, open in a browser): " + ", ".join(
+            f"[{title}]({page.name})" for title, page in views) + "\n"
     csv_text = render_csv(rows)
     files = [out / "report.md", out / "report.csv"]
     files[0].write_text(markdown, encoding="utf-8")
     files[1].write_text(csv_text, encoding="utf-8")
     for name, x_field, x_label in PLOTS:
         files.append(plot_accuracy(rows, x_field, x_label, metric, out / name))
+    files += [page for _, page in views]
     return Report(rows=rows, metric=metric, markdown=markdown, csv=csv_text, files=files)

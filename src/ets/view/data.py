@@ -145,7 +145,7 @@ class RunView:
     """One run, read for the viewer: an index row and a tree payload per problem."""
 
     def __init__(self, path: str | Path, *, grader: Grader | None = None,
-                 problem_ids: Iterable[str] | None = None) -> None:
+                 problem_ids: Iterable[str] | None = None, model_type: str | None = None) -> None:
         self.path = resolve_run_dir(path)
         run_json = self.path / "run.json"
         self.run = _read_json(run_json) if run_json.is_file() else {}
@@ -166,7 +166,7 @@ class RunView:
             if missing:
                 raise ViewError(f"{self.path}: no tree for problem(s) {', '.join(sorted(missing))}")
         self.config = self.run.get("config") or (saved[0][1].get("fingerprint") or {}).get("config") or {}
-        self.model_type = model_type_of(self.config)
+        self.model_type = model_type or model_type_of(self.config)
         self._read(saved)
 
     @property

@@ -86,13 +86,43 @@ def render_page(runs: Sequence[RunView], initial: str | None = None) -> str:
 
 
 def build_view(run_dirs: Sequence[str | Path], output: str | Path, *, problem_ids: Sequence[str] | None = None,
-               grader=None) -> tuple[Path, list[RunView]]:
+               model_type: str | None = None, grader=None) -> tuple[Path, list[RunView]]:
     """Read one or two run directories and write the page to ``output``."""
     from ets.evaluate.grade import default_grader
 
     grader = grader or default_grader()  # shared: the runs' answers are graded once
-    runs = [RunView(d, grader=grader, problem_ids=problem_ids) for d in run_dirs]
+    runs = [RunView(d, grader=grader, problem_ids=problem_ids, model_type=model_type) for d in run_dirs]
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_page(runs, str(problem_ids[0]) if problem_ids else None), encoding="utf-8")
     return out, runs
+
+
+def report_views(runs: Sequence[tuple[Path, str, int | None]], output: str | Path, *, model_type: str | None = None,
+                 grader=None) -> list[tuple[str, Path]]:
+    """The pages ``ets report`` links to, from its runs as (directory, method,
+    width): per width, the two runs side by side where exactly two ran it, else
+    a page per run. Runs without trees (the reference's) get none; a run that
+    cannot be read is skipped with a warning. Returns (title, page) pairs."""
+    import sys
+
+    by_width: dict[int | None, list[tuple[Path, str, int | None]]] = {}
+    for run in runs:
+        if any((Path(run[0]) / "trees").glob("q*.json")):
+            by_width.setdefault(run[2], []).append(run)
+    pages, names = [], set()
+    for width, group in by_width.items():
+        for members in ([group] if len(group) == 2 else [[run] for run in group]):
+            name = "trees_" + "_vs_".join(m for _, m, _ in members) + ("" if width is None else f"_width_{width}")
+            while name in names:
+                name += "_"
+            names.add(name)
+            try:
+                page, views = build_view([d for d, _, _ in members], Path(output) / f"{name}.html",
+                                         model_type=model_type, grader=grader)
+            except ViewError as exc:
+                print(f"ets: warning: no tree page for {', '.join(str(d) for d, _, _ in members)}: {exc}",
+                      file=sys.stderr)
+                continue
+            pages.append((" vs ".join(v.label for v in views), page))
+    return pages
