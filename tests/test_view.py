@@ -22,6 +22,7 @@ from ets.selection import allocate
 from ets.selection.common import SelectionParams
 from ets.tree import Tree
 from ets.view import RunView, ViewError, build_view, selections
+from ets.view.browser import chromium, open_view, unavailable
 
 WIDTH = 6
 METHODS = ("softmax_costmodel", "softmax")  # ETS, REBASE
@@ -154,35 +155,22 @@ def test_report_links_the_tree_page_of_each_width(runs, tmp_path, capsys):
 
 # -- in the browser -------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @pytest.fixture(scope="module")
 def browser(runs):
     # after `runs`: Playwright's sync API keeps an event loop running, `ets run` starts its own
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no browser: {CHROMIUM} is missing (Debian: apt-get install chromium); the page was not opened")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"no browser, the page was not opened: {reason}")
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 class Page:
-    """A page opened from disk, every request it makes recorded."""
+    """A page opened from disk, every request it makes and every script error recorded."""
 
     def __init__(self, browser, path: Path):
-        self.page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        self.requests: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page, self.requests, self.errors = open_view(browser, path)
         self.url = path.resolve().as_uri()
-        self.page.goto(self.url)
-        self.page.wait_for_selector("body[data-ready='1']", timeout=15000)
 
     def nodes(self, run: int) -> int:
         return self.page.locator(f"svg.tree[data-run='{run}'] g.node").count()

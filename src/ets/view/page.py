@@ -64,9 +64,12 @@ def render_page(runs: Sequence[RunView], initial: str | None = None) -> str:
         for r, i in enumerate(where):
             if i is not None:
                 tree_blocks.append(_json_block(f"tree-{r}-{k}", runs[r].trees[i]))
+    # one colour scale for the page: the range of the PRM scores the runs gave (roots have none)
+    scores = [x for r in runs for t in r.trees for x in t["nodes"]["score"][1:]]
     index = {
         "version": __version__,
         "runs": [r.summary() for r in runs],
+        "score_range": [min(scores), max(scores)] if scores else [0.0, 1.0],
         "problems": problems,
         "initial": initial,
     }

@@ -191,15 +191,11 @@
   }
 
   // -- one problem ------------------------------------------------------------------
-  function scoreDomain(trees) {
-    let lo = 0, hi = 1;
-    for (const t of trees) for (let i = 1; i < t.n; i++) { lo = Math.min(lo, t.nodes.score[i]); hi = Math.max(hi, t.nodes.score[i]); }
-    return [lo, hi];
-  }
   function legend(domain) {
     const stops = VIRIDIS.map((c, i) => "<stop offset='" + (i / (VIRIDIS.length - 1)) + "' stop-color='" + c + "'/>").join("");
-    return "<div class='legend'><span>PRM score " + domain[0] + " <svg width='110' height='12'><defs><linearGradient id='lg'>" +
-      stops + "</linearGradient></defs><rect width='110' height='12' fill='url(#lg)'/></svg> " + domain[1] + "</span>" +
+    return "<div class='legend'><span>PRM score " + score(domain[0]) + " <svg width='110' height='12'><defs><linearGradient id='lg'>" +
+      stops + "</linearGradient></defs><rect width='110' height='12' fill='url(#lg)'/></svg> " + score(domain[1]) +
+      " <span title='the lowest and highest score in this page'>(this page's range)</span></span>" +
       "<span><svg width='14' height='14'><rect x='2' y='2' width='10' height='10' fill='#ccc' stroke='var(--right)' stroke-width='2.5'/></svg> answer right</span>" +
       "<span><svg width='14' height='14'><rect x='2' y='2' width='10' height='10' fill='#ccc' stroke='var(--wrong)' stroke-width='2.5'/></svg> answer wrong</span>" +
       "<span><svg width='14' height='14'><circle cx='7' cy='7' r='5' fill='#888' opacity='0.35'/></svg> pruned (0 children)</span>" +
@@ -334,7 +330,7 @@
     const trees = RUNS.map((_, r) => tree(r, k));
     const present = trees.filter((t) => t);
     const first = present[0];
-    const domain = scoreDomain(present);
+    const domain = DATA.score_range;
     const pane = document.getElementById("problem");
     pane.innerHTML = "<h2>Problem " + esc(p.id) + "</h2><div class='question'>" + esc(first.question) + "</div>" +
       "<div>ground truth: <b>" + esc(first.ground_truth) + "</b>" + (String(first.ground_truth_raw) !== String(first.ground_truth) ?
@@ -400,6 +396,7 @@
   if (start < 0 && list.length) start = list[0][1];
   if (start >= 0) showProblem(start);
   window.etsView = { showProblem, selectNode, renderIndex, state };
-  document.body.dataset.loadMs = (performance.now() - T0).toFixed(1);
+  document.body.dataset.loadMs = (performance.now() - T0).toFixed(1);  // this script
+  document.body.dataset.readyMs = performance.now().toFixed(1);  // since the page was asked for
   document.body.dataset.ready = "1";
 })();
