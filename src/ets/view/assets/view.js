@@ -24,7 +24,8 @@
   function esc(s) {
     return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   }
-  function int(n) { return n === null || n === undefined ? "" : Number(n).toLocaleString("en-US"); }
+  const NUMBER = new Intl.NumberFormat("en-US");  // one formatter: toLocaleString makes one per call
+  function int(n) { return n === null || n === undefined ? "" : NUMBER.format(n); }
   function score(s) { return Number(s).toFixed(3); }
   function mark(ok) {
     if (ok === null || ok === undefined) return '<span class="na">–</span>';
