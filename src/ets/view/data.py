@@ -119,10 +119,10 @@ def tree_files(run_dir: Path) -> list[Path]:
                         "(the reference's runs keep no trees)")
     answers = run_dir / "answers.json"
     if answers.is_file():
-        order = [f"q{entry.get('id')}" for entry in _read_json(answers) if isinstance(entry, dict)]
-        listed = [files[name] for name in order if name in files]
-        rest = sorted((p for name, p in files.items() if name not in set(order)), key=_tree_id)
-        return listed + rest
+        order = list(dict.fromkeys(f"q{entry.get('id')}" for entry in _read_json(answers) if isinstance(entry, dict)))
+        listed = set(order)
+        rest = sorted((p for name, p in files.items() if name not in listed), key=_tree_id)
+        return [files[name] for name in order if name in files] + rest
     return sorted(files.values(), key=_tree_id)
 
 
