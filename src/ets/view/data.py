@@ -4,7 +4,8 @@ trajectories best-of-N and the weighted majority vote pick.
 
 Everything comes from the run's files (``trees/q{id}.json``, ``answers.json``,
 ``run.json``). Tree files do not record the allocations, so each selection is
-rebuilt from the tree the way the search loop makes it: at depth ``d`` the
+rebuilt from the tree the way the search loop makes it (docs/algorithm.md,
+"Retirement and the remaining width"): at depth ``d`` the
 candidates are the nodes there that are not retired, the width left is the
 width less every retired node so far, each candidate's allocation is its
 number of children, and the KV figure is :meth:`ets.Tree.kv_size` of the
