@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "ets.commands.run",
     "ets.evaluate.commands",
     "ets.serve.commands",
+    "ets.view.commands",
 )
 
 EXIT_INTERRUPTED = 130  # what shells report for a process ended by Ctrl-C (128 + SIGINT)

@@ -181,6 +181,12 @@ def _width_from_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def model_type_of(config: dict) -> str:
+    """The prompt format a run's answers are read in: ``run.json``'s config
+    (``prompt_format``, else ``policy_model_type``), else llemma as the reference."""
+    return config.get("prompt_format") or config.get("policy_model_type") or "llemma"
+
+
 def read_run(path: Path, model_type: str | None = None, grader: Grader | None = None) -> RunRow:
     """Evaluate one run directory under every setting and gather its figures."""
     run_json: dict = {}
@@ -199,7 +205,7 @@ def read_run(path: Path, model_type: str | None = None, grader: Grader | None = 
     if width is None:
         width = _width_from_name(path.name)
     method = config.get("select_method") or "unknown"
-    mtype = model_type or config.get("prompt_format") or config.get("policy_model_type") or "llemma"
+    mtype = model_type or model_type_of(config)
 
     stats: dict[str, float | int | None] = {k: json_stats.get(k) for k in STAT_FIELDS}
     log_path = path / "stats.log"
@@ -354,8 +360,8 @@ def build_report(
     metric: str = "majority_vote/weighted/last",
     grader: Grader | None = None,
 ) -> Report:
-    """Evaluate the runs and write report.md, report.csv and the three plots
-    into ``output``."""
+    """Evaluate the runs and write report.md, report.csv, the three plots and
+    the runs' tree pages (``ets view``, linked from report.md) into ``output``."""
     if metric not in {s.name for s in ALL_SETTINGS}:
         raise ReportError(f"unknown metric {metric!r}; known: {', '.join(s.name for s in ALL_SETTINGS)}")
     grader = grader or default_grader()
@@ -363,11 +369,18 @@ def build_report(
     rows = sorted(in_order, key=_sort_key)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
+    from ets.view.page import report_views  # here: ets.view reads this module's labels
+
+    views = report_views([(r.path, r.method, r.width) for r in rows], out, model_type=model_type, grader=grader)
     markdown = render_markdown(rows, metric) + render_intervals(rows, metric, baseline=in_order[0] if in_order else None)
+    if views:
+        markdown += "\nSearch trees (`ets view`, open in a browser): " + ", ".join(
+            f"[{title}]({page.name})" for title, page in views) + "\n"
     csv_text = render_csv(rows)
     files = [out / "report.md", out / "report.csv"]
     files[0].write_text(markdown, encoding="utf-8")
     files[1].write_text(csv_text, encoding="utf-8")
     for name, x_field, x_label in PLOTS:
         files.append(plot_accuracy(rows, x_field, x_label, metric, out / name))
+    files += [page for _, page in views]
     return Report(rows=rows, metric=metric, markdown=markdown, csv=csv_text, files=files)

@@ -1,0 +1,272 @@
+"""What the viewer shows, read from run directories: one problem's tree, the
+selections made at each depth, every leaf's answer and verdict, and the
+trajectories best-of-N and the weighted majority vote pick.
+
+Everything comes from the run's files (``trees/q{id}.json``, ``answers.json``,
+``run.json``). Tree files do not record the allocations, so each selection is
+rebuilt from the tree the way the search loop makes it (docs/algorithm.md,
+"Retirement and the remaining width"): at depth ``d`` the
+candidates are the nodes there that are not retired, the width left is the
+width less every retired node so far, each candidate's allocation is its
+number of children, and the KV figure is :meth:`ets.Tree.kv_size` of the
+candidates. Their sum is the tree file's recorded ``kv_cache_size``; a
+problem where it is not says so.
+
+Answers are extracted, graded and picked by :mod:`ets.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ets.evaluate.aggregate import Setting
+from ets.evaluate.evaluator import evaluate_settings
+from ets.evaluate.extract import extract_answer
+from ets.evaluate.grade import Grader, default_grader
+from ets.evaluate.report import METHOD_LABELS, model_type_of
+from ets.tree import Tree
+
+# the two aggregations the viewer highlights, by their evaluator names
+BEST_OF_N = Setting("last")
+WEIGHTED_VOTE = Setting("majority_vote", True, "last")
+PICKS = {"bon": BEST_OF_N, "wmv": WEIGHTED_VOTE}
+
+# what became of a node; the page draws each kind differently
+EXPANDED = "expanded"  # a candidate given children
+PRUNED = "pruned"  # a candidate given none
+ANSWER = "answer"  # a leaf: holds a final answer
+OUT_OF_BUDGET = "budget"  # retired: used up max_tokens without an answer
+NOT_REACHED = "open"  # alive when the search stopped (max_depth, or the width used up)
+
+QUESTION_PREVIEW = 140  # characters of the question in the index
+
+
+class ViewError(ValueError):
+    """A run directory the viewer cannot read; the message names the path."""
+
+
+@dataclass
+class Selection:
+    """One selection call of the search, rebuilt from the tree."""
+
+    depth: int
+    candidates: list[int]
+    allocation: list[int]  # children given to each candidate, in candidate order
+    width_left: int  # finished trajectories still wanted when it ran
+    kv: int  # ets.Tree.kv_size of the candidates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"depth": self.depth, "candidates": self.candidates, "allocation": self.allocation,
+                "width_left": self.width_left, "kv": self.kv}
+
+
+def selections(tree: Tree, width: int, max_depth: int, max_tokens: float) -> list[Selection]:
+    """The selections the search made on ``tree``, in depth order, replaying the
+    stopping rules of :func:`ets.search.search`."""
+    out = []
+    remaining = width
+    for depth in range(max_depth):
+        candidates = []
+        for node in tree.at_depth(depth):
+            if tree.is_retired(node.id, max_tokens):
+                remaining -= 1
+            else:
+                candidates.append(node.id)
+        if remaining <= 0 or not candidates:
+            break
+        out.append(Selection(depth, candidates, [len(tree[c].children) for c in candidates], remaining,
+                             tree.kv_size(candidates)))
+    return out
+
+
+def node_states(tree: Tree, chosen: Sequence[Selection], max_tokens: float) -> list[str]:
+    state = [NOT_REACHED] * len(tree)
+    for node in tree.nodes:
+        if node.leaf:
+            state[node.id] = ANSWER
+        elif tree.is_retired(node.id, max_tokens):
+            state[node.id] = OUT_OF_BUDGET
+    for sel in chosen:
+        for node_id, k in zip(sel.candidates, sel.allocation):
+            state[node_id] = EXPANDED if k else PRUNED
+    return state
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ViewError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ViewError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _tree_id(path: Path) -> tuple:
+    match = re.fullmatch(r"q(-?\d+)", path.stem)
+    return (0, int(match.group(1)), "") if match else (1, 0, path.stem)
+
+
+def tree_files(run_dir: Path) -> list[Path]:
+    """The run's tree files, in the order of its answers.json (else by problem id)."""
+    trees = run_dir / "trees"
+    files = {p.stem: p for p in trees.glob("q*.json")} if trees.is_dir() else {}
+    if not files:
+        raise ViewError(f"{run_dir}: no trees/q*.json: `ets view` needs a run directory written by `ets run` "
+                        "(the reference's runs keep no trees)")
+    answers = run_dir / "answers.json"
+    if answers.is_file():
+        order = list(dict.fromkeys(f"q{entry.get('id')}" for entry in _read_json(answers) if isinstance(entry, dict)))
+        listed = set(order)
+        rest = sorted((p for name, p in files.items() if name not in listed), key=_tree_id)
+        return [files[name] for name in order if name in files] + rest
+    return sorted(files.values(), key=_tree_id)
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        p = p.parent
+    if not p.is_dir():
+        raise ViewError(f"{p}: no such run directory")
+    return p
+
+
+def run_label(config: dict[str, Any]) -> str:
+    method = config.get("select_method") or "unknown"
+    label = METHOD_LABELS.get(method, method)
+    return f"{label} width {config['width']}" if config.get("width") is not None else label
+
+
+class RunView:
+    """One run, read for the viewer: an index row and a tree payload per problem."""
+
+    def __init__(self, path: str | Path, *, grader: Grader | None = None,
+                 problem_ids: Iterable[str] | None = None, model_type: str | None = None) -> None:
+        self.path = resolve_run_dir(path)
+        run_json = self.path / "run.json"
+        self.run = _read_json(run_json) if run_json.is_file() else {}
+        self.grader = grader or default_grader()
+        wanted = {str(i) for i in problem_ids} if problem_ids is not None else None
+        self.index: list[dict[str, Any]] = []
+        self.trees: list[dict[str, Any]] = []
+        files = tree_files(self.path)
+        saved = []
+        for file in files:
+            data = _read_json(file)
+            if not isinstance(data, dict) or "nodes" not in data or "answer" not in data:
+                raise ViewError(f"{file}: not a tree file of `ets run` (expected keys nodes, answer, stats)")
+            if wanted is None or str(data["answer"].get("id")) in wanted:
+                saved.append((file, data))
+        if wanted is not None:
+            missing = wanted - {str(d["answer"].get("id")) for _, d in saved}
+            if missing:
+                raise ViewError(f"{self.path}: no tree for problem(s) {', '.join(sorted(missing))}")
+        self.config = self.run.get("config") or (saved[0][1].get("fingerprint") or {}).get("config") or {}
+        self.model_type = model_type or model_type_of(self.config)
+        self._read(saved)
+
+    @property
+    def label(self) -> str:
+        return run_label(self.config)
+
+    def _read(self, saved: list[tuple[Path, dict]]) -> None:
+        entries = [data["answer"] for _, data in saved]
+        picked = evaluate_settings(entries, PICKS.values(), self.model_type, self.grader) if entries else {}
+        for position, (file, data) in enumerate(saved):
+            config = (data.get("fingerprint") or {}).get("config") or self.config
+            decided = {key: picked[s.name].problems[position] for key, s in PICKS.items()}
+            tree_data, row = self._problem(file, data, config, decided)
+            self.trees.append(tree_data)
+            self.index.append(row)
+
+    def _problem(self, file: Path, data: dict, config: dict, decided: dict) -> tuple[dict, dict]:
+        entry = data["answer"]
+        try:
+            tree = Tree.from_nodes(data["nodes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ViewError(f"{file}: malformed nodes ({exc})") from None
+        max_tokens = config.get("max_tokens")
+        max_tokens = math.inf if max_tokens is None else max_tokens
+        chosen = selections(tree, int(config.get("width", 0)), int(config.get("max_depth", 0)), max_tokens)
+        states = node_states(tree, chosen, max_tokens)
+
+        # answers.json lists one trajectory per leaf, in node order (ets.search.search)
+        leaves = [n.id for n in tree.nodes if n.leaf]
+        trajectories = entry.get("model_answer") or []
+        if len(leaves) != len(trajectories) or any(
+                tree[node_id].text != t.get("text") for node_id, t in zip(leaves, trajectories)):
+            raise ViewError(f"{file}: its {len(trajectories)} trajectories are not its {len(leaves)} leaves in order")
+        ground_truth = decided["wmv"].ground_truth
+        answers = [extract_answer(t.get("text"), self.model_type) for t in trajectories]
+        verdicts = [self.grader.is_correct(a, ground_truth) for a in answers]
+
+        picks = {}
+        for key, result in decided.items():
+            picks[key] = {
+                "node": leaves[result.picked] if result.picked is not None else None,
+                "answer": result.answer,
+                "correct": result.correct,
+                **({"votes": [[rep, total] for rep, total in result.votes]} if result.votes is not None else {}),
+            }
+        stats = data.get("stats") or {}
+        kv_derived = sum(s.kv for s in chosen)
+        depth = max(n.depth for n in tree.nodes)
+        tree_data = {
+            "id": entry.get("id"),
+            "question": entry.get("question", ""),
+            "ground_truth": ground_truth,
+            "ground_truth_raw": entry.get("ground_truth_answer"),
+            "nodes": {  # one list per field, indexed by node id
+                "parent": [n.parent_id for n in tree.nodes],
+                "depth": [n.depth for n in tree.nodes],
+                "score": [n.score for n in tree.nodes],
+                "step": [n.step for n in tree.nodes],
+                "tokens": [n.num_step_tokens for n in tree.nodes],
+                "cum_tokens": [n.cum_tokens for n in tree.nodes],
+                "state": states,
+            },
+            "leaves": {str(node_id): {"answer": a, "correct": ok, "trajectory": i}
+                       for i, (node_id, a, ok) in enumerate(zip(leaves, answers, verdicts))},
+            "selections": [s.to_dict() for s in chosen],
+            "picks": picks,
+            "kv_recorded": stats.get("kv_cache_size"),
+            "kv_derived": kv_derived,
+            "max_tokens": None if max_tokens == math.inf else max_tokens,
+        }
+        question = entry.get("question", "")
+        row = {
+            "id": entry.get("id"),
+            "question": question[:QUESTION_PREVIEW] + ("…" if len(question) > QUESTION_PREVIEW else ""),
+            "wmv": picks["wmv"]["correct"],
+            "bon": picks["bon"]["correct"],
+            "nodes": len(tree),
+            "depth": depth,
+            "kv": stats.get("kv_cache_size", kv_derived),
+            "tokens": stats.get("tokens_generated", sum(n.num_step_tokens for n in tree.nodes[1:])),
+            "leaves": len(leaves),
+            "right_leaves": sum(verdicts),
+        }
+        return tree_data, row
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.index)
+        keys = ("select_method", "width", "lambdac", "lambdas", "softmax_temperature", "temperature",
+                "max_step_tokens", "max_tokens", "max_depth", "prompt_format", "policy_model_type")
+        return {
+            "label": self.label,
+            "path": str(self.path),
+            "config": {k: self.config.get(k) for k in keys if self.config.get(k) is not None},
+            "backends": self.run.get("backends") or {},
+            "model_type": self.model_type,
+            "problems": n,
+            "wmv_correct": sum(r["wmv"] for r in self.index),
+            "bon_correct": sum(r["bon"] for r in self.index),
+            "nodes": sum(r["nodes"] for r in self.index),
+            "kv": sum(r["kv"] for r in self.index),
+            "tokens": sum(r["tokens"] for r in self.index),
+        }
