@@ -92,25 +92,31 @@ def auroc(scores, labels) -> float:
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def fit(rows, l2: float = 1.0) -> dict[str, float]:
-    """L2-regularised logistic regression over FEATURES (Newton's method)."""
-    x = np.array([[1.0] + [path_features(q, s)[f] for f in FEATURES] for q, s, _, _ in rows])
+def fit(rows, l2: float, features=FEATURES) -> dict[str, float]:
+    """L2-regularised logistic regression over FEATURES (Newton's method), the classes weighted
+    equally: right trajectories are rare (a few %), and a score fitted to that base rate would sit
+    near 0 for every step, where a softmax over scores cannot tell steps apart. Balanced, the score
+    is the evidence for a right trajectory against a wrong one, centred on 0.5; the ranking
+    (AUROC) is that of the plain fit."""
+    x = np.array([[1.0] + [path_features(q, s)[f] for f in features] for q, s, _, _ in rows])
     y = np.array([float(c) for _, _, c, _ in rows])
+    positives = max(1.0, y.sum())
+    sample = np.where(y > 0, len(y) / (2 * positives), len(y) / (2 * max(1.0, len(y) - positives)))
     w = np.zeros(x.shape[1])
     penalty = np.full(x.shape[1], l2)
     penalty[0] = 0.0  # the bias is not shrunk
     for _ in range(50):
         p = 1 / (1 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y) + penalty * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
+        grad = x.T @ (sample * (p - y)) + penalty * w
+        hess = (x * (sample * p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return {"bias": round(float(w[0]), 2), **{f: round(float(v), 2) for f, v in zip(FEATURES, w[1:])}}
+    return {"bias": round(float(w[0]), 2), **{f: round(float(v), 2) for f, v in zip(features, w[1:])}}
 
 
-def picks(problems, score_fn, rng) -> dict[str, float]:
+def picks(problems, score_fn) -> dict[str, float]:
     """Accuracy when each problem's answer is picked by the highest last-step score, by a score-weighted
     vote, and at random (the mean over trajectories)."""
     best = vote = chance = 0.0
@@ -156,8 +162,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=8, help="trajectories per problem")
     ap.add_argument("--temperature", type=float, default=0.4, help="the CPU config's sampling temperature")
     ap.add_argument("--out", default=str(ROOT / "runs/prm_quality"))
-    ap.add_argument("--tuning_run", help="a best_of_n run directory to read instead of sampling the tuning split")
-    ap.add_argument("--held_out_run", help="a best_of_n run directory to read instead of sampling the held-out split")
+    ap.add_argument("--tuning_run", nargs="+", help="best_of_n run directories to read instead of sampling the tuning split")
+    ap.add_argument("--held_out_run", nargs="+", help="best_of_n run directories to read instead of sampling the held-out split")
+    ap.add_argument("--l2", type=float, default=3.0, help="L2 penalty of the fit (chosen by 5-fold CV on the tuning split)")
     ap.add_argument("--fit", action="store_true", help="fit the weights on the tuning split and report with them")
     ap.add_argument("--judge", action="store_true", help="also score held-out last steps with the LLM self-judge")
     args = ap.parse_args()
@@ -166,24 +173,23 @@ def main() -> None:
     given = {"tuning": args.tuning_run, "held-out": args.held_out_run}
     data = {}
     for name, dataset in splits.items():
+        run_dirs = [Path(d) for d in given[name]] if given[name] else [
+            sample(dataset, Path(args.out) / name.replace("-", "_"), args.problems, args.width, args.temperature)]
         if given[name]:
-            run_dir = Path(given[name])
-            splits[name] = str(run_dir)
-        else:
-            run_dir = sample(dataset, Path(args.out) / name.replace("-", "_"), args.problems, args.width, args.temperature)
-        data[name] = labelled_paths(run_dir)
-    weights = fit(data["tuning"][0]) if args.fit else WEIGHTS
+            splits[name] = " + ".join(given[name])
+        read = [labelled_paths(d) for d in run_dirs]
+        data[name] = ([r for rows, _ in read for r in rows], [p for _, problems in read for p in problems])
+    weights = fit(data["tuning"][0], args.l2) if args.fit else WEIGHTS
     if args.fit:
         print("fitted weights (tuning split):", json.dumps(weights))
     prm = ArithmeticPRM(weights)
-    rng = np.random.default_rng(0)
     for name, (rows, problems) in data.items():
         last = [(q, s, c) for q, s, c, is_last in rows if is_last]
         n_traj = len(last)
         rate = sum(c for _, _, c in last) / max(1, n_traj)
         step_auc = auroc([prm.score_steps(q, s) for q, s, _, _ in rows], [c for _, _, c, _ in rows])
         last_auc = auroc([prm.score_steps(q, s) for q, s, _ in last], [c for _, _, c in last])
-        acc = picks(problems, prm.score_steps, rng)
+        acc = picks(problems, prm.score_steps)
         print(f"{name} ({splits[name]}, {len(problems)} problems, {n_traj} trajectories, {rate:.1%} correct):")
         print(f"  arithmetic PRM: AUROC last step {last_auc:.3f}, every step {step_auc:.3f}; "
               f"pick by best-of-N {acc['best_of_n']:.1%}, weighted vote {acc['weighted_vote']:.1%}, "
