@@ -89,6 +89,13 @@ def test_score_follows_the_arithmetic():
         prm.score_steps(BAKER, work + ["Therefore, the final answer is: 12."])
 
 
+def test_an_empty_step_is_a_dead_end():
+    prm = ArithmeticPRM()
+    assert prm.score_steps(BAKER, ["12 - 5 = 7\n", ""]) == 0.0
+    assert prm.score_steps(BAKER, ["12 - 5 = 7\n", " \n"]) == 0.0
+    assert prm.score_steps(BAKER, ["12 - 5 = 7\n"]) > 0.5
+
+
 def test_reward_protocol():
     prm = ArithmeticPRM()
     contexts = [Context(BAKER, "p", ("12 - 5 = 7\n",)), Context(BAKER, "p", ())]

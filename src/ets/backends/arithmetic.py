@@ -311,6 +311,10 @@ class ArithmeticPRM:
     def score_steps(self, question: str, steps: Sequence[str]) -> float | None:
         if not steps:
             return None
+        if not steps[-1].strip():
+            # the policy ended its turn without an answer (an empty step follows end-of-text): nothing
+            # below this node can be right, and the search should spend its width elsewhere
+            return 0.0
         return logistic(path_features(question, steps), self.weights)
 
     async def score(self, contexts: Sequence[Context]) -> list[float | None]:
