@@ -16,7 +16,8 @@ from ets import Tree
 from ets.selection import allocate
 from ets.selection.common import SelectionParams
 from ets.selection.ets import build_problem, cluster_labels, solve_cbc, solve_highs, solve_highs_milp
-from ets.selection.keep_solver import KeepSolver
+from ets.selection import keep_solver
+from ets.selection.keep_solver import DIRECT_COVER, KeepSolver
 
 DATA = Path(__file__).parent / "data"
 _spec = importlib.util.spec_from_file_location("search_trees", DATA / "search_trees.py")
@@ -75,11 +76,14 @@ class GroupEmbedder:
         return np.array([self.vectors[s] for s in sentences])
 
 
-def test_tie_rule_and_optimum_against_every_keep_set():
+@pytest.mark.parametrize("direct_cover", [keep_solver.DIRECT_COVER, 0])
+def test_tie_rule_and_optimum_against_every_keep_set(direct_cover, monkeypatch):
     """On small trees the solver's keep-set is the tie rule's pick among all optimal keep-sets
-    (enumerated), through each of its paths: the first relaxation, and the covering program."""
+    (enumerated), through each of its paths: the first relaxation, the covering program, and
+    (with ``DIRECT_COVER`` 0, as when many clusters are offending) the multipliers first."""
+    monkeypatch.setattr(keep_solver, "DIRECT_COVER", direct_cover)
     rng = np.random.default_rng(7)
-    checked = tied = covering = 0
+    checked = tied = covering = designated = 0
     while checked < 300:
         tree, candidates = small_tree(rng)
         if not 2 <= len(candidates) <= 10:
@@ -92,16 +96,18 @@ def test_tie_rule_and_optimum_against_every_keep_set():
         width = int(rng.choice([len(candidates), 4, 8, 16, 64]))
         problem = build_problem(tree, candidates, width, params, GroupEmbedder(vectors))
         expected, optima = largest_optimum(problem)
-        keep = solve_highs(problem)
-        assert keep.tolist() == expected.tolist()
-        if problem.labels is not None and problem.num_clusters < problem.num_candidates:
+        assert solve_highs(problem).tolist() == expected.tolist()
+        if problem.labels is not None:
             solver = KeepSolver(problem.shape, problem.outcome + problem.node_weight, problem.labels,
                                 problem.cluster_weight)
+            first = solver.evaluate(np.zeros(solver.count), widest=True)
             assert solver.solve().tolist() == expected.tolist()
             covering += solver.contested > 0
+            designated += solver.contested == 0 and not first.certified
         checked += 1
         tied += optima > 1
-    assert tied >= 20 and covering >= 20  # both the rule and the covering program were put to work
+    # the rule and each way of solving were put to work
+    assert tied >= 20 and covering >= 5 and (designated >= 10 if direct_cover == 0 else covering >= 20)
 
 
 @pytest.mark.parametrize("width", [16, 64, 256])
@@ -109,7 +115,7 @@ def test_objective_equals_cbcs_on_search_trees(width):
     """Every selection call of scripted searches, both embedding regimes, diversity on: the
     default's objective is CBC's to 1e-9 (its keep-set may differ only where optima tie)."""
     calls = [call for regime in search_trees.REGIMES for call in search_trees.search_calls(width, regime)]
-    covering = 0
+    covering = settling = 0
     for call in calls:
         problem = build_problem(call.tree, call.candidates, call.width, DIVERSITY, call.embedder)
         ours = solve_highs(problem)
@@ -119,9 +125,10 @@ def test_objective_equals_cbcs_on_search_trees(width):
                                 problem.cluster_weight)
             assert solver.solve().tolist() == ours.tolist()
             covering += solver.contested > 0
+            settling += solver.evaluate(np.zeros(solver.count), widest=True).slack.sum() > DIRECT_COVER
     assert len(calls) >= 10
     if width > 16:
-        assert covering  # the covering program decided some call
+        assert covering and settling  # some calls needed the covering program, some the multipliers first
 
 
 def test_objective_equals_cbcs_on_golden_cases():

@@ -77,9 +77,7 @@ class KeepProblem:
 
     def value(self, keep: np.ndarray) -> float:
         """The program's objective at a keep-vector (y and z as the constraints force them)."""
-        n, top = self.num_candidates, len(self.parent)
-        nodes = np.unique(self.shape.path[np.flatnonzero(keep)])
-        used = int(((nodes >= n) & (nodes < top)).sum())
+        used = self.shape.ancestors_used(keep)
         covered = len(np.unique(self.labels[keep])) if self.labels is not None else 0
         return float(self.outcome[keep].sum() + self.node_weight * (int(keep.sum()) + used) + self.cluster_weight * covered)
 
@@ -181,9 +179,8 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
 
 def solve_highs(problem: KeepProblem) -> np.ndarray:
     base = problem.outcome + problem.node_weight
-    if problem.labels is None or problem.num_clusters == problem.num_candidates:
-        # no cluster couples candidates: a lone member's bonus is its own
-        return best_subtree(problem.shape, base + problem.cluster_weight * (problem.labels is not None)).keep
+    if problem.labels is None:
+        return best_subtree(problem.shape, base).keep
     try:
         return KeepSolver(problem.shape, base, problem.labels, problem.cluster_weight).solve()
     except OverBudget:

@@ -30,7 +30,8 @@ optimum of the program: every optimum of the program is one of the relaxation's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -180,7 +181,6 @@ class Relaxation:
     multipliers: np.ndarray
     kept: np.ndarray  # kept members per cluster
     leaf: np.ndarray  # the leaf values of its dynamic program
-    widest: bool  # its keep-set is the largest of the relaxed optima (else: the leanest)
 
 
 class KeepSolver:
@@ -192,42 +192,76 @@ class KeepSolver:
         self.labels = labels
         self.bonus = bonus
         self.count = int(labels.max()) + 1
-        self.members = [np.flatnonzero(labels == k) for k in range(self.count)]
         self.multiplied = np.bincount(labels, minlength=self.count) >= 2  # clusters that couple candidates
-        self.dynamic_programs = 0  # how many ran (tests read it)
         self.contested = 0  # clusters the covering program decided (0: not needed)
+
+    @cached_property
+    def members(self) -> list[np.ndarray]:
+        """The candidates of each cluster."""
+        order = np.argsort(self.labels, kind="stable")
+        return np.split(order, np.cumsum(np.bincount(self.labels, minlength=self.count))[:-1])
 
     def value(self, keep: np.ndarray, ancestors: int) -> float:
         """The program's own value of a keep-set."""
         return float(self.base[keep].sum()) + self.shape.cost * ancestors + self.bonus * len(np.unique(self.labels[keep]))
-
-    def run(self, leaf: np.ndarray, lean: bool = True) -> Subtree:
-        self.dynamic_programs += 1
-        return best_subtree(self.shape, leaf, lean)
 
     def solve(self) -> np.ndarray:
         """The largest optimum."""
         relaxation = self.evaluate(np.zeros(self.count), widest=True)
         if relaxation.certified:
             return relaxation.subtree.keep  # the largest relaxed optimum is optimal: the largest optimum
-        if relaxation.slack.sum() > DIRECT_COVER:
-            relaxation = self.settle(relaxation)
-            if relaxation.certified:
-                widest = self.run(relaxation.leaf, lean=False)
-                if self.value(widest.keep, widest.ancestors_used) >= relaxation.bound - TIE_TOLERANCE:
-                    return widest.keep
-        return self.cover(relaxation)
+        if relaxation.slack.sum() <= DIRECT_COVER:
+            return self.cover(relaxation, relaxation.slack)
+        relaxation = self.settle(relaxation)
+        keep = self.designated(relaxation)
+        if keep is not None:
+            return keep
+        # a cluster settled at multiplier 0 has members worth exactly nothing there: the widest keep-set keeps them
+        return self.cover(relaxation, relaxation.slack & (relaxation.multipliers > 0))
+
+    def designated(self, relaxation: Relaxation) -> np.ndarray | None:
+        """The largest optimum where the bound is tight and the ties are only between members of
+        clusters that must be kept once; else None.
+
+        Each offending cluster's bonus goes to its best-ranked member among those kept by some
+        relaxed optimum (the dearest to cover gets none). If that keep-set reaches the bound it
+        is optimal, and every optimum keeps exactly one member of a cluster whose multiplier is
+        above 0. Then if every other candidate some optimum could keep (its price reaches the
+        bound) is a member of such a cluster, ranked below the member kept here, no optimum is
+        larger: where one first differs from this keep-set, it would keep such a candidate in
+        place of a better-ranked member."""
+        b, labels, multipliers = self.bonus, self.labels, relaxation.multipliers
+        price = relaxation.subtree.price(self.shape) + (relaxation.bound - relaxation.subtree.value)
+        tied = price >= relaxation.bound - TIE_TOLERANCE
+        bonus = np.where(self.multiplied, 0.0, b)[labels]
+        for k in np.flatnonzero(relaxation.slack):
+            pool = self.members[k][tied[self.members[k]]]
+            if len(pool):
+                bonus[pool[np.argmin(self.shape.rank[pool])]] = b
+        free = self.multiplied & ~relaxation.slack
+        bonus += np.where(free, multipliers, 0.0)[labels]
+        subtree = best_subtree(self.shape, self.base + bonus)
+        keep = subtree.keep
+        if self.value(keep, subtree.ancestors_used) < relaxation.bound - TIE_TOLERANCE:
+            return None
+        best_kept = np.full(self.count, _NO_RANK)
+        np.minimum.at(best_kept, labels[keep], self.shape.rank[keep])
+        others = np.flatnonzero(tied & ~keep)
+        once = self.multiplied & (multipliers > 0)
+        if (once[labels[others]] & (best_kept[labels[others]] < self.shape.rank[others])).all():
+            return keep
+        return None
 
     # --- the Lagrangian bound ---
     def evaluate(self, multipliers: np.ndarray, widest: bool = False) -> Relaxation:
         b, labels = self.bonus, self.labels
         leaf = self.base + np.where(self.multiplied, multipliers, b)[labels]
-        subtree = self.run(leaf, lean=not widest)
+        subtree = best_subtree(self.shape, leaf, lean=not widest)
         bound = subtree.value + float((b - multipliers)[self.multiplied].sum())
         kept = np.bincount(labels[subtree.keep], minlength=self.count)
         slack = self.multiplied & (((kept == 0) & (multipliers < b)) | ((kept >= 2) & (multipliers > 0)))
         certified = self.value(subtree.keep, subtree.ancestors_used) >= bound - TIE_TOLERANCE
-        return Relaxation(bound, subtree, certified, slack, multipliers, kept, leaf, widest)
+        return Relaxation(bound, subtree, certified, slack, multipliers, kept, leaf)
 
     def settle(self, start: Relaxation) -> Relaxation:
         """Lower the bound by moving the offending clusters' multipliers: all at once to where each
@@ -313,13 +347,13 @@ class KeepSolver:
         return best
 
     # --- the contested clusters, exactly ---
-    def cover(self, relaxation: Relaxation) -> np.ndarray:
+    def cover(self, relaxation: Relaxation, contested: np.ndarray) -> np.ndarray:
         """The largest optimum, by the covering program over the clusters the multipliers leave
         unsettled; the others keep their multipliers. A keep-set that settles those too (its
         value reaches the covering program's) is the largest optimum, as for any relaxation;
         otherwise the unsettled ones join the contested."""
         b, labels, multipliers = self.bonus, self.labels, relaxation.multipliers
-        contested = relaxation.slack.copy()
+        contested = contested.copy()
         while True:
             if contested.sum() > MAX_CONTESTED:
                 raise OverBudget(f"{int(contested.sum())} clusters contested in the ETS keep-program")
