@@ -13,7 +13,7 @@ built like them. Allocations are compared with CBC's; where they differ the keep
 again and their objectives compared (a tie: several optimal keep-sets, the default picks one by
 its rule, docs/ets-solver.md).
 
-    .venv/bin/python bench/selection.py [--repeat 3] [--searches 3] [--small 300]
+    .venv/bin/python bench/selection.py [--repeat 3] [--searches 5] [--small 300]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def report(label, calls, repeat):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="calls per case and solver (the fastest counts)")
-    parser.add_argument("--searches", type=int, default=3, help="scripted searches per width and regime")
+    parser.add_argument("--searches", type=int, default=5, help="scripted searches per width and regime")
     parser.add_argument("--small", type=int, default=300, help="small trees built like the golden ones")
     args = parser.parse_args()
     trees = load_search_trees()

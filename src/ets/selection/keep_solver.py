@@ -19,6 +19,9 @@ when many clusters are contested the multipliers are first moved to settle
 what they can (a cluster is settled when its relaxed optimum keeps no member
 at ``l_k = b``, one member, or several at ``l_k = 0``), using the price of
 keeping each candidate, which one pass down the tree gives for all of them.
+Where that leaves only ties between members of clusters to be kept once, the
+best-ranked member of each is the answer (:meth:`KeepSolver.designated`
+checks it); otherwise the covering program decides the clusters still open.
 
 Ties (docs/ets-solver.md): of the keep-sets of the highest value (within
 ``TIE_TOLERANCE``), the solver returns the one that keeps the better-ranked
@@ -224,12 +227,12 @@ class KeepSolver:
         clusters that must be kept once; else None.
 
         Each offending cluster's bonus goes to its best-ranked member among those kept by some
-        relaxed optimum (the dearest to cover gets none). If that keep-set reaches the bound it
-        is optimal, and every optimum keeps exactly one member of a cluster whose multiplier is
-        above 0. Then if every other candidate some optimum could keep (its price reaches the
-        bound) is a member of such a cluster, ranked below the member kept here, no optimum is
-        larger: where one first differs from this keep-set, it would keep such a candidate in
-        place of a better-ranked member."""
+        relaxed optimum. If that keep-set reaches the bound it is optimal, and every optimum
+        keeps at most one member of a cluster whose multiplier is above 0. Then if every other
+        candidate some optimum could keep (its price reaches the bound) is a member of such a
+        cluster, ranked below the member kept here, no optimum is larger: where one first
+        differs from this keep-set, it would keep such a candidate in place of a better-ranked
+        member."""
         b, labels, multipliers = self.bonus, self.labels, relaxation.multipliers
         price = relaxation.subtree.price(self.shape) + (relaxation.bound - relaxation.subtree.value)
         tied = price >= relaxation.bound - TIE_TOLERANCE
