@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 # How close W * w_i / S must be to an integer to count as that integer: the
-# reference's float32 ceilings sometimes land a hair above one (SPEC section 2).
+# reference's float32 ceilings sometimes land a hair above one (docs/algorithm.md#rebase-softmax-allocation).
 CEIL_TOLERANCE = 1e-9
 
 

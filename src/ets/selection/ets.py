@@ -1,6 +1,6 @@
 """ETS (``softmax_costmodel``): an integer program picks which candidates to keep,
 trading expected outcome against KV-cache cost and rewarding semantic diversity;
-the kept ones share the width by softmax allocation.
+the kept ones share the width by softmax allocation (docs/algorithm.md#the-ets-program).
 
 The program, with ``x_i`` keep candidate ``i``, ``y_j`` ancestor ``j`` still
 needed and ``z_k`` cluster ``k`` covered::
