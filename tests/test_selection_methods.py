@@ -125,45 +125,6 @@ def test_unknown_method_is_refused():
         allocate("greedy", tree, [1], 4, {})
 
 
-def test_tree_solver_reaches_the_milp_optimum_on_random_programs():
-    """The dynamic program (with branch and bound over clusters) is exact: on random
-    trees and clusterings its objective equals HiGHS's MILP optimum."""
-    import numpy as np
-
-    from ets.selection.ets import build_problem, solve_highs_milp, solve_tree
-    from ets.selection.common import SelectionParams
-
-    rng = np.random.default_rng(7)
-    solved = 0
-    for trial in range(60):
-        spec, frontier = [], [0]
-        next_id = 1
-        for depth in range(3):
-            new = []
-            for parent in frontier:
-                kids = int(rng.integers(1, 4))
-                spec.append((parent, [float(rng.uniform(0.05, 0.95)) for _ in range(kids)]))
-                new.extend(range(next_id, next_id + kids))
-                next_id += kids
-            frontier = new
-        tree = build(spec)
-        candidates = frontier
-        groups = int(rng.integers(1, len(candidates) + 1))
-        table = {tree[c].step: np.eye(groups)[int(rng.integers(groups))] + 1e-3 * rng.random(groups) for c in candidates}
-        params = SelectionParams(softmax_temperature=float(rng.choice([0.2, 0.5, 1.0])),
-                                 lambdac=float(rng.choice([0.0, 0.5, 1.0, 2.0])), lambdas=float(rng.choice([0.0, 1.0, 3.0])))
-        embedder = type("E", (), {"encode": lambda self, s: np.array([table[t] for t in s])})()
-        problem = build_problem(tree, candidates, len(candidates), params, embedder)
-        keep = solve_tree(problem)
-        if keep is None:
-            continue
-        below = problem.below()
-        assert keep.any()
-        assert problem.value(keep, below) == pytest.approx(problem.value(solve_highs_milp(problem), below), abs=1e-9)
-        solved += 1
-    assert solved >= 40
-
-
 def test_ets_outcome_shares_keep_equal_scores_in_order():
     """The reference computes the outcome shares with sorted(..., reverse=True), which keeps
     equal scores in candidate order (unlike REBASE's sort-then-reverse): the earlier of two

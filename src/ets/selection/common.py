@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 # How close W * w_i / S must be to an integer to count as that integer: the
 # reference's float32 ceilings sometimes land a hair above one (docs/algorithm.md#rebase-softmax-allocation).
@@ -26,15 +29,31 @@ class SelectionParams:
         if isinstance(params, SelectionParams):
             return params
         if not isinstance(params, Mapping):  # a SearchConfig: already checked
-            params = params.to_dict()
-        else:
-            from ets.config import SearchConfig
+            return cls._known(params.to_dict())
+        try:
+            key = frozenset((k, type(v), v) for k, v in params.items())
+        except TypeError:  # an unhashable value: no memo (the check below refuses it anyway)
+            key = None
+        if key in _CHECKED:
+            return _CHECKED[key]
+        from ets.config import SearchConfig
 
-            # the same keys and checks as a config file (a misspelled key is an error, not a default)
-            SearchConfig.from_dict({k: v for k, v in params.items() if v is not None}, source="selection params")
+        # the same keys and checks as a config file (a misspelled key is an error, not a default)
+        SearchConfig.from_dict({k: v for k, v in params.items() if v is not None}, source="selection params")
+        checked = cls._known(params)
+        if key is not None and len(_CHECKED) < _CHECKED_MAX:
+            _CHECKED[key] = checked
+        return checked
+
+    @classmethod
+    def _known(cls, params: Mapping) -> "SelectionParams":
         known = cls.__dataclass_fields__
-        values = {k: v for k, v in params.items() if k in known and v is not None}
-        return cls(**values)
+        return cls(**{k: v for k, v in params.items() if k in known and v is not None})
+
+
+# Parameter dicts already checked (a SearchConfig per call costs as much as solving a small program).
+_CHECKED: dict[frozenset, SelectionParams] = {}
+_CHECKED_MAX = 256
 
 
 def ceil_snapped(x: float) -> int:
@@ -48,9 +67,10 @@ def descending_order(weights: Sequence[float], later_first: bool = True) -> list
     """Indices by weight, highest first. Ties: in reverse input order (``later_first``),
     as the reference's ``sorted(...)`` followed by ``.reverse()`` leaves them, or in
     input order, as its ``sorted(..., reverse=True)`` does (ETS's outcome shares)."""
+    negated = -np.asarray(weights, dtype=np.float64)
     if later_first:
-        return sorted(range(len(weights)), key=lambda i: (weights[i], i), reverse=True)
-    return sorted(range(len(weights)), key=lambda i: -weights[i])
+        return np.lexsort((-np.arange(len(negated)), negated)).tolist()
+    return np.argsort(negated, kind="stable").tolist()
 
 
 def softmax_walk(log_weights: Sequence[float], width: int, later_first: bool = True) -> tuple[list[int], list[int]]:
@@ -63,20 +83,18 @@ def softmax_walk(log_weights: Sequence[float], width: int, later_first: bool = T
     ``later_first`` breaks ties as :func:`descending_order` does.
     """
     order = descending_order(log_weights, later_first)
-    finite = [log_weights[i] for i in order if log_weights[i] != -math.inf]
-    top = max(finite) if finite else 0.0
-    # shifting by the maximum leaves every ratio w_i / S unchanged and avoids overflow
-    mass = [math.exp(log_weights[i] - top) if log_weights[i] != -math.inf else 0.0 for i in order]
-    suffix = [0.0] * (len(mass) + 1)
-    for position in range(len(mass) - 1, -1, -1):
-        suffix[position] = suffix[position + 1] + mass[position]
-    counts = []
+    ordered = [log_weights[i] for i in order]
+    # shifting by the maximum (the first, unless all are -inf) leaves every ratio w_i / S unchanged and avoids overflow
+    top = ordered[0] if ordered and ordered[0] != -math.inf else 0.0
+    mass = [math.exp(w - top) if w != -math.inf else 0.0 for w in ordered]
+    suffix = list(itertools.accumulate(reversed(mass)))[::-1]
+    counts = [0] * len(mass)
     remaining = width
     for position, weight in enumerate(mass):
-        total = suffix[position]
-        n = ceil_snapped(remaining * weight / total) if total > 0 and weight > 0 else 0
-        n = min(n, remaining)
-        counts.append(n)
+        if remaining <= 0 or weight <= 0:
+            break  # the rest get nothing: no width left, or no weight (sorted, so neither have the rest)
+        n = min(ceil_snapped(remaining * weight / suffix[position]), remaining)
+        counts[position] = n
         remaining -= n
     return order, counts
 

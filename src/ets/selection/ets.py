@@ -10,67 +10,75 @@ needed and ``z_k`` cluster ``k`` covered::
 
 with ``c = -lambdac / (M + N)`` and ``b = lambdas / K``. The constraints make
 ``y_j`` = "some candidate below j is kept", so the program is a choice of a
-subtree: solved exactly by dynamic programming over the tree, with a branch
-and bound over the clusters that hold several candidates (``ilp_solver:
-highs``, the default; HiGHS takes over if the branching grows large). The
-same program goes to HiGHS as a MILP (``highs-milp``) or, as the reference
-does, to CBC through PuLP (``cbc``).
+subtree plus a bonus per cluster covered. The default (``ilp_solver: highs``)
+solves it exactly in-process (:mod:`ets.selection.keep_solver`: a dynamic
+program over the tree, Lagrangian bounds for the clusters, branch and bound
+where they leave a gap) and breaks ties between optimal keep-sets by a stated
+rule (docs/ets-solver.md). The same program goes to HiGHS as a MILP
+(``highs-milp``) or, as the reference does, to CBC through PuLP (``cbc``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from ets.selection.common import SelectionParams, softmax_allocation, softmax_walk
+from ets.selection.keep_solver import KeepSolver, OverBudget, TreeShape, best_subtree
 from ets.tree import Tree
 
 # Embeddings closer than this cosine distance (average linkage) are one cluster.
 CLUSTER_DISTANCE = 0.05
 # The reference's guard for lambdac == 0: a tiny *positive* weight on the cost terms.
 ZERO_LAMBDAC_WEIGHT = 1e-4
-# Values this close to zero are ties (sums of shares like 2/8 and costs like 1/8 can cancel exactly).
-TIE_TOLERANCE = 1e-12
-# Dynamic programs the branch and bound may run before handing the program to HiGHS
-# (each costs ~50 us on a width-16 tree; past this, the MILP is the quicker road).
-BRANCH_BUDGET = 24
 
 
 @dataclass
 class KeepProblem:
-    """The ETS keep-program of one selection call."""
+    """The ETS keep-program of one selection call. Nodes ``0..N-1`` are the candidates,
+    ``N..N+M-1`` their ancestors (in the order the reference numbers them), ``N+M`` stands
+    above the root."""
 
     outcome: np.ndarray  # O_i, the candidates' softmax shares of the width
     node_weight: float  # c: the weight of keeping any node (a candidate or an ancestor)
     cluster_weight: float  # b: the bonus of covering a cluster (0 without the diversity term)
     labels: np.ndarray | None  # cluster of each candidate, or None
-    children: dict[int, list]  # ancestor tree id -> children: ancestor ids or ("c", index) for candidates
-    bottom_up: list[int]  # ancestors, deepest first
-    root: int | None  # None: the candidates have no ancestor (they are the root)
+    parent: np.ndarray  # each node's parent
+    depth: np.ndarray  # each node's depth in the tree
+    rank: np.ndarray  # each candidate's place in the tie rule's order (PRM score, then candidate order)
 
     @property
     def num_candidates(self) -> int:
         return len(self.outcome)
 
     @property
+    def num_ancestors(self) -> int:
+        return len(self.parent) - self.num_candidates
+
+    @property
     def num_clusters(self) -> int:
         return int(self.labels.max()) + 1 if self.labels is not None else 0
 
-    def below(self) -> dict[int, list[int]]:
-        """The candidates below each ancestor."""
-        out: dict[int, list[int]] = {}
-        for ancestor in self.bottom_up:
-            out[ancestor] = [i for child in self.children[ancestor]
-                             for i in ([child[1]] if isinstance(child, tuple) else out[child])]
-        return out
+    @cached_property
+    def shape(self) -> TreeShape:
+        return TreeShape.build(self.parent, self.depth, self.num_candidates, self.node_weight, self.rank)
 
-    def value(self, keep: np.ndarray, below: dict[int, list[int]]) -> float:
-        """The objective of a keep-vector."""
-        used = sum(1 for members in below.values() if keep[members].any())
-        covered = len(set(self.labels[keep].tolist())) if self.labels is not None else 0
+    def ancestors_below(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (ancestor, candidate below it) pair, as two index arrays (ancestors 0-based)."""
+        n, top = self.num_candidates, len(self.parent)
+        above = self.shape.path[:n, 1:]
+        pairs = above < top
+        return above[pairs] - n, np.nonzero(pairs)[0]
+
+    def value(self, keep: np.ndarray) -> float:
+        """The program's objective at a keep-vector (y and z as the constraints force them)."""
+        used = self.shape.ancestors_used(keep)
+        covered = len(np.unique(self.labels[keep])) if self.labels is not None else 0
         return float(self.outcome[keep].sum() + self.node_weight * (int(keep.sum()) + used) + self.cluster_weight * covered)
 
 
@@ -79,139 +87,104 @@ def newest_steps(tree: Tree, candidates: list[int]) -> list[str]:
 
 
 def cluster_labels(embeddings: np.ndarray) -> np.ndarray:
-    """Average-linkage clusters on cosine distance, cut at CLUSTER_DISTANCE (0-based labels)."""
-    from scipy.cluster.hierarchy import fcluster, linkage
+    """Average-linkage clusters on cosine distance, cut at CLUSTER_DISTANCE (0-based labels).
 
-    links = linkage(np.asarray(embeddings, dtype=np.float64), method="average", metric="cosine")
-    return fcluster(links, CLUSTER_DISTANCE, criterion="distance") - 1
+    The distances are scipy's, as its linkage computes them. Two candidates end in one
+    cluster only if a chain of pairs within the cut joins them, so the linkage runs within
+    each such group alone, and not at all in a group whose pairs are all within the cut
+    (one cluster, whatever the merge order)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    n = len(embeddings)
+    distance = pdist(np.asarray(embeddings, dtype=np.float64), "cosine")
+    close = np.flatnonzero(distance <= CLUSTER_DISTANCE)
+    if not len(close):
+        return np.arange(n)
+    first, second = condensed_pairs(n)
+    first, second = first[close], second[close]
+    groups = joined(n, first, second)
+    sizes = np.bincount(groups)
+    close_pairs = np.bincount(groups[first], minlength=len(sizes))
+    labels = groups.copy()
+    for group in np.flatnonzero(close_pairs < sizes * (sizes - 1) // 2):  # some pair of the group is beyond the cut
+        members = np.flatnonzero(groups == group)
+        a, b = np.triu_indices(len(members), 1)
+        a, b = members[a], members[b]
+        split = fcluster(linkage(distance[n * a - a * (a + 1) // 2 + b - a - 1], method="average"),
+                         CLUSTER_DISTANCE, criterion="distance")
+        labels[members[split > 1]] = len(sizes) + split[split > 1] - 2
+        sizes = np.append(sizes, np.zeros(int(split.max()) - 1, dtype=sizes.dtype))
+    return labels
+
+
+@functools.lru_cache(maxsize=8)
+def condensed_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (i, j) of each entry of a condensed distance matrix of n points."""
+    return np.triu_indices(n, 1)
+
+
+def joined(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Connected groups of n points joined by the pairs (first, second), numbered 0.. in order of
+    their first point: each point takes the lowest number among its partners until none changes."""
+    group = np.arange(n)
+    while True:
+        low = np.minimum(group[first], group[second])
+        lowered = group.copy()
+        np.minimum.at(lowered, first, low)
+        np.minimum.at(lowered, second, low)
+        lowered = lowered[lowered]
+        if (lowered == group).all():
+            return np.unique(group, return_inverse=True)[1]
+        group = lowered
 
 
 def build_problem(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> KeepProblem:
     n = len(candidates)
-    children: dict[int, list] = {}  # ancestors in first-seen order, as the reference numbers them
-    for i, c in enumerate(candidates):
-        child: object = ("c", i)
-        for a in tree.ancestors(c):
-            first_visit = a not in children
-            children.setdefault(a, []).append(child)
-            if not first_visit:
-                break  # the rest of the path is already linked
-            child = a
-    m = len(children)
-    cost = 1.0 / (m + n)
+    nodes = tree.nodes
+    index: dict[int, int] = {}  # ancestor tree id -> node number, in first-seen order as the reference numbers them
+    for c in candidates:
+        a = nodes[c].parent_id
+        while a is not None and a not in index:
+            index[a] = n + len(index)
+            a = nodes[a].parent_id
+    top = n + len(index)
+    parent = np.array([index.get(nodes[t].parent_id, top) for t in [*candidates, *index]], dtype=np.int64)
+    depth = np.array([nodes[t].depth for t in [*candidates, *index]], dtype=np.int64)
+    cost = 1.0 / top
     node_weight = (ZERO_LAMBDAC_WEIGHT if params.lambdac == 0 else -params.lambdac) * cost
 
     # outcome: each candidate's share of a softmax allocation over all candidates
     # the reference sorts these with sorted(..., reverse=True): equal scores keep their order
-    order, counts = softmax_allocation([tree[c].score for c in candidates], width, params.softmax_temperature,
-                                       later_first=False)
+    scores = [nodes[c].score for c in candidates]
+    order, counts = softmax_allocation(scores, width, params.softmax_temperature, later_first=False)
     shares = np.zeros(n)
     shares[order] = counts
     outcome = shares / shares.sum()
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.lexsort((np.arange(n), -np.asarray(scores)))] = np.arange(n)
 
-    steps = newest_steps(tree, candidates)
     labels = None
-    if params.lambdas > 0 and n > 1 and len(set(steps)) > 1:
-        if embedder is None:
-            raise ValueError("lambdas > 0 needs an embedder for the ETS diversity term (or set lambdas: 0)")
-        labels = cluster_labels(np.asarray(embedder.encode(steps)))
+    if params.lambdas > 0 and n > 1:
+        steps = newest_steps(tree, candidates)
+        if len(set(steps)) > 1:
+            if embedder is None:
+                raise ValueError("lambdas > 0 needs an embedder for the ETS diversity term (or set lambdas: 0)")
+            labels = cluster_labels(np.asarray(embedder.encode(steps)))
     cluster_weight = params.lambdas / (int(labels.max()) + 1) if labels is not None else 0.0
-    if not children:  # the candidate is the root itself (depth 0): nothing to choose
-        children = {None: [("c", i) for i in range(n)]}
-    bottom_up = sorted(children, key=lambda a: -1 if a is None else tree[a].depth, reverse=True)
-    return KeepProblem(outcome, node_weight, cluster_weight, labels, children, bottom_up, root=bottom_up[-1])
+    return KeepProblem(outcome, node_weight, cluster_weight, labels, parent, depth, rank)
 
 
-# --- exact solve by dynamic programming over the tree ---
+# --- the default: exact, in-process ---
 
-def best_subtree(problem: KeepProblem, bonus: np.ndarray) -> tuple[float, np.ndarray]:
-    """Max of ``sum_i (O_i + c + bonus_i) x_i + c * (ancestors used)`` over non-empty keep sets.
-
-    An ancestor is used iff something below it is kept, so its best value is
-    its own weight plus every child subtree worth keeping (or, if none is, the
-    least bad one: a used ancestor keeps at least one candidate)."""
-    leaf_value = problem.outcome + problem.node_weight + bonus
-    value: dict[int, float] = {}
-    take: dict[int, list] = {}
-
-    def child_value(child) -> float:
-        return leaf_value[child[1]] if isinstance(child, tuple) else value[child]
-
-    for ancestor in problem.bottom_up:
-        kids = problem.children[ancestor]
-        # a subtree worth exactly nothing is kept: on such ties CBC and HiGHS keep it too
-        worth = [k for k in kids if child_value(k) >= -TIE_TOLERANCE]
-        if not worth:
-            worth = [max(kids, key=child_value)]
-        take[ancestor] = worth
-        value[ancestor] = problem.node_weight + sum(child_value(k) for k in worth)
-    keep = np.zeros(problem.num_candidates, dtype=bool)
-    stack = [problem.root]
-    while stack:
-        for child in take[stack.pop()]:
-            if isinstance(child, tuple):
-                keep[child[1]] = True
-            else:
-                stack.append(child)
-    return value[problem.root], keep
-
-
-def solve_tree(problem: KeepProblem) -> np.ndarray | None:
-    """The exact optimum, or None if the branching exceeds BRANCH_BUDGET.
-
-    A cluster's bonus ``b * [some member kept]`` equals ``max_j b * x_j`` over its
-    members, so the optimum is the best, over every choice of one "designated"
-    member per cluster, of a tree program. Best-first branch and bound:
-    undecided clusters give the bonus to every member (an upper bound; where
-    that keeps several members of a cluster, counting its bonus once whatever
-    is kept bounds it too, and the lower of the two bounds is used); a solution
-    keeping at most one member of each undecided cluster is exact; otherwise
-    branch on the designated member of a cluster with several kept."""
-    import heapq
-
-    n = problem.num_candidates
+def solve_highs(problem: KeepProblem) -> np.ndarray:
+    base = problem.outcome + problem.node_weight
     if problem.labels is None:
-        return best_subtree(problem, np.zeros(n))[1]
-    groups = [np.flatnonzero(problem.labels == k) for k in range(problem.num_clusters)]
-    below = problem.below()
-    best_value, best_keep = -math.inf, None
-    frontier: list = []
-    budget = BRANCH_BUDGET
-
-    def visit(designated: dict[int, int]) -> None:
-        nonlocal best_value, best_keep, budget
-        budget -= 1
-        bonus = np.zeros(n)
-        for k, members in enumerate(groups):
-            bonus[[designated[k]] if k in designated else members] += problem.cluster_weight
-        bound, keep = best_subtree(problem, bonus)
-        crowded = [k for k, members in enumerate(groups) if k not in designated and keep[members].sum() > 1]
-        candidates = [keep]
-        if crowded:
-            # a second bound: a crowded cluster's bonus counted once, whatever is kept (b >= b * [covered])
-            for k in crowded:
-                bonus[groups[k]] -= problem.cluster_weight
-            value, flat_keep = best_subtree(problem, bonus)
-            bound = min(bound, value + problem.cluster_weight * len(crowded))
-            candidates.append(flat_keep)
-        for option in candidates:
-            actual = problem.value(option, below)
-            if actual > best_value:
-                best_value, best_keep = actual, option
-        if crowded and bound > best_value:
-            heapq.heappush(frontier, (-bound, budget, designated, crowded[0], keep))
-
-    visit({})
-    while frontier:
-        negative_bound, _, designated, crowded, keep = heapq.heappop(frontier)
-        if -negative_bound <= best_value:
-            break  # no open branch can beat the incumbent
-        if budget <= 0:
-            return None
-        # the kept members first: they are where the optimum most likely is
-        for j in sorted(groups[crowded], key=lambda j: not keep[j]):
-            visit({**designated, crowded: int(j)})
-    return best_keep
+        return best_subtree(problem.shape, base).keep
+    try:
+        return KeepSolver(problem.shape, base, problem.labels, problem.cluster_weight).solve()
+    except OverBudget:
+        return solve_highs_milp(problem)
 
 
 # --- the same program as a MILP, for HiGHS and CBC ---
@@ -231,31 +204,26 @@ class Milp:
 def to_milp(problem: KeepProblem) -> Milp:
     from scipy.sparse import csr_matrix
 
-    n, m, k = problem.num_candidates, len(problem.children), problem.num_clusters
-    y_of = {a: n + j for j, a in enumerate(problem.children)}
+    n, m, k = problem.num_candidates, problem.num_ancestors, problem.num_clusters
     objective = np.concatenate([
         problem.outcome + problem.node_weight, np.full(m, problem.node_weight), np.full(k, problem.cluster_weight)])
-    row_ids, col_ids, values, lower, upper = [], [], [], [], []
-
-    def row(entries: dict[int, float], lo: float, hi: float) -> None:
-        for column, value in entries.items():
-            row_ids.append(len(lower))
-            col_ids.append(column)
-            values.append(value)
-        lower.append(lo)
-        upper.append(hi)
-
-    for ancestor, below in problem.below().items():
-        y = y_of[ancestor]
-        row({y: 1.0, **{i: -1.0 for i in below}}, -np.inf, 0.0)  # y_j <= sum of x below it
-        for i in below:
-            row({y: 1.0, i: -1.0}, 0.0, np.inf)  # y_j >= x_i
-    for cluster in range(k):
-        members = np.flatnonzero(problem.labels == cluster)
-        row({n + m + cluster: 1.0, **{int(i): -1.0 for i in members}}, -np.inf, 0.0)  # z_k <= sum of x in k
-    row({i: 1.0 for i in range(n)}, 1.0, np.inf)  # keep at least one candidate
-    rows = csr_matrix((values, (row_ids, col_ids)), shape=(len(lower), n + m + k))
-    return Milp(n, objective, rows, np.array(lower), np.array(upper))
+    ancestor, below = problem.ancestors_below()
+    pairs = len(ancestor)
+    labels = problem.labels if problem.labels is not None else np.zeros(0, dtype=np.int64)
+    # rows: y_j <= sum of x below it (m), y_j >= x_i for each pair, z_k <= sum of x in k (k), sum x >= 1
+    pair_rows = m + np.arange(pairs)
+    cluster_rows = m + pairs + np.arange(k)
+    last = m + pairs + k
+    row_ids = np.concatenate([np.arange(m), ancestor, pair_rows, pair_rows, cluster_rows, m + pairs + labels,
+                              np.full(n, last)])
+    col_ids = np.concatenate([n + np.arange(m), below, n + ancestor, below, n + m + np.arange(k), np.arange(len(labels)),
+                              np.arange(n)])
+    values = np.concatenate([np.ones(m), -np.ones(pairs), np.ones(pairs), -np.ones(pairs), np.ones(k),
+                             -np.ones(len(labels)), np.ones(n)])
+    lower = np.concatenate([np.full(m, -np.inf), np.zeros(pairs), np.full(k, -np.inf), [1.0]])
+    upper = np.concatenate([np.zeros(m), np.full(pairs, np.inf), np.zeros(k), [np.inf]])
+    rows = csr_matrix((values, (row_ids, col_ids)), shape=(last + 1, n + m + k))
+    return Milp(n, objective, rows, lower, upper)
 
 
 _HIGHS_GREETED = False
@@ -341,11 +309,6 @@ def solve_cbc(problem: KeepProblem) -> np.ndarray:
     if pulp.LpStatus[status] != "Optimal":
         raise RuntimeError(f"ETS integer program not solved by CBC: {pulp.LpStatus[status]}")
     return np.array([round(var.value() or 0) == 1 for var in v[: problem.num_candidates]])
-
-
-def solve_highs(problem: KeepProblem) -> np.ndarray:
-    keep = solve_tree(problem)
-    return keep if keep is not None else solve_highs_milp(problem)
 
 
 SOLVERS = {"highs": solve_highs, "highs-milp": solve_highs_milp, "cbc": solve_cbc}
