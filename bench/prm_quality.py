@@ -92,13 +92,14 @@ def auroc(scores, labels) -> float:
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def fit(rows, l2: float, features=FEATURES) -> dict[str, float]:
+def fit(rows, l2: float, features=FEATURES, extra: bool = False) -> dict[str, float]:
     """L2-regularised logistic regression over FEATURES (Newton's method), the classes weighted
     equally: right trajectories are rare (a few %), and a score fitted to that base rate would sit
     near 0 for every step, where a softmax over scores cannot tell steps apart. Balanced, the score
     is the evidence for a right trajectory against a wrong one, centred on 0.5; the ranking
     (AUROC) is that of the plain fit."""
-    x = np.array([[1.0] + [path_features(q, s)[f] for f in features] for q, s, _, _ in rows])
+    values = [{**path_features(q, s), **(extra_features(q, s) if extra else {})} for q, s, _, _ in rows]
+    x = np.array([[1.0] + [v[f] for f in features] for v in values])
     y = np.array([float(c) for _, _, c, _ in rows])
     positives = max(1.0, y.sum())
     sample = np.where(y > 0, len(y) / (2 * positives), len(y) / (2 * max(1.0, len(y) - positives)))
@@ -114,6 +115,53 @@ def fit(rows, l2: float, features=FEATURES) -> dict[str, float]:
         if np.abs(step).max() < 1e-8:
             break
     return {"bias": round(float(w[0]), 2), **{f: round(float(v), 2) for f, v in zip(features, w[1:])}}
+
+
+# measured on the tuning split and left out of the PRM (docs/cpu-models.md)
+DROPPED = ("coverage", "true_equations", "repeats", "answer_is_last_result", "answer_unreadable")
+
+
+def extra_features(question: str, steps) -> dict[str, float]:
+    """The candidate features that `--cv` compares against the PRM's own."""
+    from ets.backends.arithmetic import equations_in, numbers_in, question_numbers
+
+    given = question_numbers(question)
+    used = {x for step in steps for x in numbers_in(step) if x in given}
+    equations = [eq for step in steps for eq in equations_in(step)]
+    newest = steps[-1] if steps else ""
+    results = [eq.rhs for eq in equations if eq.holds]
+    answer = path_features(question, steps)
+    from ets.backends.arithmetic import answer_value
+
+    value = answer_value(newest) if answer["is_answer"] else None
+    return {
+        "coverage": len(used) / len(given) if given else 1.0,
+        "true_equations": min(sum(eq.holds for eq in equations), 4),
+        "repeats": float(bool(newest.strip()) and newest.strip() in [s.strip() for s in steps[:-1]]),
+        "answer_is_last_result": float(value is not None and bool(results) and value == results[-1]),
+        "answer_unreadable": float(bool(answer["is_answer"]) and value is None),
+    }
+
+
+def cross_validate(rows, extra_rows, l2: float, folds: int = 5) -> dict[str, float]:
+    """5-fold cross-validated AUROC of the last step's score (folds by problem; ``extra_rows`` always in
+    training), for the PRM's features and for them with the DROPPED ones."""
+    questions = sorted({r[0] for r in rows})
+    parts = [set(questions[i::folds]) for i in range(folds)]
+    table = {}
+    for name, use_extra in (("PRM features", False), ("with the dropped ones", True)):
+        features = FEATURES + (DROPPED if use_extra else ())
+        scores, labels = [], []
+        for part in parts:
+            train = [r for r in rows if r[0] not in part] + list(extra_rows)
+            weights = fit(train, l2, features, extra=use_extra)
+            for q, s, c, is_last in rows:
+                if q in part and is_last:
+                    values = {**path_features(q, s), **(extra_features(q, s) if use_extra else {})}
+                    scores.append(logistic(values, weights))
+                    labels.append(c)
+        table[name] = auroc(scores, labels)
+    return table
 
 
 def picks(problems, score_fn) -> dict[str, float]:
@@ -166,6 +214,8 @@ def main() -> None:
     ap.add_argument("--held_out_run", nargs="+", help="best_of_n run directories to read instead of sampling the held-out split")
     ap.add_argument("--l2", type=float, default=3.0, help="L2 penalty of the fit (chosen by 5-fold CV on the tuning split)")
     ap.add_argument("--fit", action="store_true", help="fit the weights on the tuning split and report with them")
+    ap.add_argument("--cv", action="store_true",
+                    help="5-fold CV AUROC on the first tuning run (the others always train), with and without the dropped features")
     ap.add_argument("--judge", action="store_true", help="also score held-out last steps with the LLM self-judge")
     args = ap.parse_args()
 
@@ -179,6 +229,11 @@ def main() -> None:
             splits[name] = " + ".join(given[name])
         read = [labelled_paths(d) for d in run_dirs]
         data[name] = ([r for rows, _ in read for r in rows], [p for _, problems in read for p in problems])
+    if args.cv:
+        first, *others = given["tuning"] or [str(Path(args.out) / "tuning")]
+        extra_rows = [r for d in others for r in labelled_paths(Path(d))[0]]
+        for name, value in cross_validate(labelled_paths(Path(first))[0], extra_rows, args.l2).items():
+            print(f"5-fold CV AUROC of the last step on {first}, {name}: {value:.3f}")
     weights = fit(data["tuning"][0], args.l2) if args.fit else WEIGHTS
     if args.fit:
         print("fitted weights (tuning split):", json.dumps(weights))
