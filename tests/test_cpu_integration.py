@@ -1,7 +1,7 @@
-"""A real tree search on the CPU: `ets run` with no model server, on two real GSM8K problems.
+"""A real tree search on the CPU: `ets run` with no model server, on two real ASDiv problems.
 
-The policy is SmolLM2-135M-Instruct in llama.cpp (in process), the PRM the same
-model asked whether the newest step is correct, the diversity term of ETS the
+The policy is SmolLM2-135M-Instruct in llama.cpp (in process), the PRM the
+model-free arithmetic PRM (the CPU default), the diversity term of ETS the
 shipped all-MiniLM-L6-v2. Everything loads from installed packages, offline.
 """
 
@@ -22,20 +22,20 @@ try:
 
     models.default_policy_model_path()
     models.default_embedder_path()
-    models.builtin_dataset_path("gsm8k")
+    models.builtin_dataset_path("asdiv")
 except BackendError as e:  # pragma: no cover - depends on the install
     pytest.skip(str(e), allow_module_level=True)
 
 
-def test_real_search_on_two_gsm8k_problems(tmp_path, capsys):
+def test_real_search_on_two_asdiv_problems(tmp_path, capsys):
     out = tmp_path / "run"
     code = main([
-        "run", "--input_path", "gsm8k", "--num_samples", "2", "--output_path", str(out / "answers.json"),
+        "run", "--input_path", "asdiv", "--num_samples", "2", "--output_path", str(out / "answers.json"),
         "--width", "2", "--select_method", "softmax_costmodel",
         "--set", "lambdas=1.0", "--set", "lambdac=1.0",
         # small steps and budgets keep it to ~30 s; temperature 0.4 keeps the 135M model on the
         # format of its worked examples, so it reaches "Therefore, the final answer is" (seen with
-        # seeds 0-3: every run found answers)
+        # seeds 0-3: every run found 2 answers per problem)
         "--set", "max_step_tokens=32", "--set", "max_tokens=520", "--set", "max_depth=10",
         "--set", "temperature=0.4", "--set", "seed=1", "--set", "num_threads=2",
         "--embed_device", "cpu", "--quiet",
@@ -46,13 +46,14 @@ def test_real_search_on_two_gsm8k_problems(tmp_path, capsys):
     # the reference's files
     answers = json.loads((out / "answers.json").read_text())
     assert [a["id"] for a in answers] == [0, 1]
-    assert answers[0]["question"].startswith("Janet")
+    assert answers[0]["question"].startswith("Seven red apples")
     stats_log = (out / "stats.log").read_text().splitlines()
     assert [line.split(":")[0] for line in stats_log] == [
         "Total KV cache size", "Number of Model Calls", "Number of Tokens Generated", "Time"]
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["prompt_format"] == "small_instruct"  # the CPU default
     assert "llama.cpp" in run["backends"]["policy"]["engine"]
+    assert run["backends"]["reward"]["engine"] == "in-process, arithmetic"
 
     # the trees, and a score per step, each a probability
     calls = generated = 0
