@@ -2,8 +2,10 @@
 (policy, PRM and embedder), the old way against today's, side by side in one process.
 
 * ``old way``: the CPU default before the arithmetic PRM: SmolLM2 judging its own steps in a second
-  llama.cpp context (each context on half the cores), the policy batching at most 16 sequences;
-* ``today``: the model-free arithmetic PRM, the policy on every core, batches of up to 32 sequences;
+  llama.cpp context (each context on half the cores), the policy batching at most 16 sequences, the
+  embedder on torch's default threads (every core);
+* ``today``: the model-free arithmetic PRM, the policy on every core, batches of up to 32 sequences,
+  the embedder on one torch thread;
 * ``policy alone``: today's policy with a constant-score PRM and no embedder: the same search shape
   with nothing but batched decoding, the ceiling of a whole search.
 
@@ -23,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -33,6 +37,10 @@ from ets.backends.scripted import ScriptedReward  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
 from ets.runner import Backends, run_problems  # noqa: E402
+
+
+TORCH_THREADS = {"old way (self-judge)": os.cpu_count() or 1}  # other modes: one, as the embedder sets it
+OLD_NUM_THREADS = 4  # problems at once in the CPU config of the old way
 
 
 def build_modes(config: SearchConfig) -> dict[str, Backends]:
@@ -53,11 +61,15 @@ async def main_async(args) -> None:
     problems = load_problems(args.dataset, args.problems)
     modes = build_modes(config)
     totals = {name: {"tokens": 0, "time": 0.0, "problems": 0} for name in modes}
-    rounds = [problems[i:i + config.num_threads] for i in range(0, len(problems), config.num_threads)]
+    per_round = max(config.num_threads, OLD_NUM_THREADS)
+    rounds = [problems[i:i + per_round] for i in range(0, len(problems), per_round)]
     with tempfile.TemporaryDirectory() as tmp:
         for number, batch in enumerate(rounds):
             for index, (name, backends) in enumerate(modes.items()):
                 mode_config = config.replace(lambdas=0.0) if backends.embedder is None else config
+                if name.startswith("old way"):
+                    mode_config = mode_config.replace(num_threads=OLD_NUM_THREADS)
+                torch.set_num_threads(TORCH_THREADS.get(name, 1))
                 started = time.perf_counter()
                 summary = await run_problems(batch, mode_config, backends, Path(tmp) / f"round{number}-mode{index}")
                 totals[name]["time"] += time.perf_counter() - started
@@ -70,7 +82,8 @@ async def main_async(args) -> None:
             if hasattr(model, "close"):
                 model.close()
     print(f"whole ETS search ({args.config}, width {config.width}, lambdas {config.lambdas}), "
-          f"{len(problems)} problems of {args.dataset}, {os.cpu_count()} cores, {config.num_threads} problems at once")
+          f"{len(problems)} problems of {args.dataset}, {os.cpu_count()} cores, {config.num_threads} problems at once "
+          f"(old way: {OLD_NUM_THREADS})")
     print(f"{'mode':<24} {'tokens':>7} {'time s':>8} {'tok/s':>7} {'problems/min':>13}")
     rate = {}
     for name, t in totals.items():

@@ -65,6 +65,12 @@ class SentenceTransformerEmbedder:
             transformers_logging.disable_progress_bar()  # a "Loading weights" bar per load clutters the run's log
         except ImportError:
             pass
+        if self.device == "cpu":
+            import torch
+
+            # the embedder runs beside llama.cpp's decoding; a few dozen short steps per selection do not
+            # need a second core, and torch spinning on it slows the policy's decode (bench/search_throughput.py)
+            torch.set_num_threads(1)
         try:
             # a hub name is looked up in the local cache only, never on the network at run time
             self.model = SentenceTransformer(self.model_name, device=self.device,
