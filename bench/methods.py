@@ -167,8 +167,8 @@ async def main_async(args) -> dict:
     base = base.replace(seed=base.seed if base.seed is not None else 1)
     problems = load_problems(dataset, args.problems if not args.quick else None)
     model_type = base.format_name
-    backends = build_backends(spec, base.replace(select_method="softmax_costmodel", lambdas=max(base.lambdas, 1.0)),
-                              log=lambda m: print(m, file=sys.stderr))
+    # one set of backends serves every method; the embedder is built when ETS's diversity term is on
+    backends = build_backends(spec, base.replace(select_method="softmax_costmodel"), log=lambda m: print(m, file=sys.stderr))
     names = args.methods or list(METHODS)
     rows: list[Row] = []
     try:

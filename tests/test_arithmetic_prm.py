@@ -103,3 +103,21 @@ def test_reward_protocol():
     assert scores[0] == prm.score_steps(BAKER, ["12 - 5 = 7\n"]) and scores[1] is None
     with pytest.raises(ValueError, match="unknown arithmetic PRM feature.*colour"):
         ArithmeticPRM({**WEIGHTS, "colour": 1.0})
+
+
+def test_selected_from_config_and_served_by_default():
+    from ets.backends.factory import BackendSpec, build_cpu_reward, uses_cpu_llm_reward
+    from ets.config import SearchConfig
+    from ets.serve.reward_server import builtin_reward
+
+    for reward_type in ("arithmetic", "llemma"):  # the CPU default whatever the reference's PRM family says
+        config = SearchConfig(reward_model_type=reward_type, prompt_format="small_instruct")
+        assert isinstance(build_cpu_reward(BackendSpec(), config), ArithmeticPRM)
+        assert not uses_cpu_llm_reward(BackendSpec(), config)  # so the policy takes every core
+    judge = SearchConfig(reward_model_type="judge", prompt_format="small_instruct")
+    assert uses_cpu_llm_reward(BackendSpec(), judge)
+    assert uses_cpu_llm_reward(BackendSpec(reward_model="prm.gguf"), SearchConfig(prompt_format="small_instruct"))
+    reward, name = builtin_reward()
+    assert isinstance(reward, ArithmeticPRM) and name == "arithmetic"
+    with pytest.raises(ValueError, match="reads no model"):
+        builtin_reward("prm.gguf", mode="arithmetic")

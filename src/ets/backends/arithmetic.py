@@ -300,7 +300,7 @@ class ArithmeticPRM:
     """The model-free PRM above, as a :class:`~ets.backends.base.Reward` backend."""
 
     mode = "arithmetic"
-    model_path = "arithmetic (built-in, model-free)"
+    model_path = "built-in, no model"
 
     def __init__(self, weights: dict[str, float] | None = None):
         self.weights = dict(WEIGHTS if weights is None else weights)

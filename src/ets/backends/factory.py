@@ -21,7 +21,7 @@ from ets.runner import Backends
 @dataclass(frozen=True)
 class BackendSpec:
     policy_hosts: tuple[str, ...] = ()  # empty: the built-in CPU policy
-    reward_hosts: tuple[str, ...] = ()  # empty: the built-in CPU judge
+    reward_hosts: tuple[str, ...] = ()  # empty: an in-process PRM (the arithmetic PRM by default)
     reward_api: str | None = None
     policy_model: str | None = None  # served model name to check (HTTP) or GGUF path (CPU)
     reward_model: str | None = None
@@ -137,7 +137,7 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
         reward = build_cpu_reward(spec, config)
         engine = "in-process" if reward.mode == "arithmetic" else "llama.cpp in-process"
         description["reward"] = {"engine": f"{engine}, {reward.mode}", "model": str(reward.model_path)}
-        log(f"reward: {reward.mode} on {reward.model_path} ({engine})")
+        log(f"reward: {reward.mode} PRM ({engine}; {reward.model_path})")
     if embedder is not None:
         description["embedder"] = config.embed_model or "built-in all-MiniLM-L6-v2"
     return Backends(policy, reward, embedder, description)

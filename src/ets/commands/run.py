@@ -39,11 +39,11 @@ def register(subparsers) -> None:
                    help="override any config key, e.g. --set lambdas=1.5 (repeatable)")
     p.add_argument("--num_samples", type=int, help="only the first N problems")
     p.add_argument("--policy_host", nargs="+", help="policy server URL(s) speaking /v1/completions; none: the built-in CPU model")
-    p.add_argument("--reward_host", nargs="+", help="PRM server URL(s); none: the built-in CPU judge")
+    p.add_argument("--reward_host", nargs="+", help="PRM server URL(s); none: an in-process PRM (reward_model_type: arithmetic, the default, or judge)")
     p.add_argument("--reward_api", choices=("sglang", "sglang-generate", "vllm", "vllm-pooling", "ets"),
                    help="PRM protocol (default: asked of the server, else from reward_model_type)")
     p.add_argument("--policy_model", help="served model name to check for (HTTP), or a GGUF path (CPU)")
-    p.add_argument("--reward_model", help="PRM model name to check for (HTTP), or a GGUF path (CPU judge)")
+    p.add_argument("--reward_model", help="PRM model name to check for (HTTP), or a PRM GGUF path read in-process")
     p.add_argument("--embed_device", help="device of the sentence embedder: a GPU index (as the reference) or cpu, cuda:1, ...")
     p.add_argument("--embed_model", help="sentence-transformers model for the diversity term (default: built-in all-MiniLM-L6-v2)")
     p.add_argument("--request_timeout", type=float, metavar="SECONDS",
