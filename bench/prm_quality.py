@@ -246,6 +246,10 @@ def main() -> None:
         last_auc = auroc([prm.score_steps(q, s) for q, s, _ in last], [c for _, _, c in last])
         acc = picks(problems, prm.score_steps)
         print(f"{name} ({splits[name]}, {len(problems)} problems, {n_traj} trajectories, {rate:.1%} correct):")
+        with_false = [path_features(q, s)["false_equations"] > 0 for q, s, _ in last]
+        right = [c for _, _, c in last]
+        print(f"  trajectories stating a false equation: {sum(f and not c for f, c in zip(with_false, right))} of "
+              f"{right.count(False)} wrong ones, {sum(f and c for f, c in zip(with_false, right))} of {right.count(True)} right ones")
         print(f"  arithmetic PRM: AUROC last step {last_auc:.3f}, every step {step_auc:.3f}; "
               f"pick by best-of-N {acc['best_of_n']:.1%}, weighted vote {acc['weighted_vote']:.1%}, "
               f"random pick {acc['random_pick']:.1%}")
