@@ -36,7 +36,8 @@ from ets.backends.llamacpp import LlamaCppJudge, LlamaCppPolicy, default_threads
 from ets.backends.scripted import ScriptedReward  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
-from ets.runner import Backends, run_problems  # noqa: E402
+from ets.backends.base import Backends  # noqa: E402
+from ets.runner import run_problems  # noqa: E402
 
 
 TORCH_THREADS = {"old way (self-judge)": os.cpu_count() or 1}  # other modes: one, as the embedder sets it

@@ -10,7 +10,8 @@ import ets
 from ets.backends.scripted import ScriptedPolicy, ScriptedReward, toy_world
 from ets.cli import main
 from ets.datasets import DatasetError, load_problems
-from ets.runner import Backends, RunDirError, run_problems
+from ets.backends.base import Backends
+from ets.runner import RunDirError, run_problems
 
 GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
 

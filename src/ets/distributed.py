@@ -52,7 +52,8 @@ from ets.backends.base import BackendError
 from ets.backends.factory import BackendSpec, build_backends
 from ets.config import SearchConfig
 from ets.datasets import Problem
-from ets.runner import Backends, RunSummary, RunWriter
+from ets.backends.base import Backends
+from ets.runner import RunSummary, RunWriter
 from ets.search import SearchError, search
 
 INSTALL_HINT = "pip install 'ets[ray]'"

@@ -33,11 +33,11 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ets.backends.base import Embedder, Policy, Reward
+from ets.backends.base import Backends, Policy
 from ets.config import SearchConfig
 from ets.datasets import Problem
 from ets.search import SearchError, SearchResult, prompt_overflow, prompt_text, search
@@ -72,14 +72,6 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-@dataclass
-class Backends:
-    policy: Policy
-    reward: Reward
-    embedder: Embedder | None = None
-    description: dict[str, Any] = field(default_factory=dict)  # what serves the models, for run.json
 
 
 @dataclass

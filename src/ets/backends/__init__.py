@@ -3,10 +3,10 @@
 Heavy backends (llama.cpp, HTTP, sentence-transformers) live in their own
 modules and are imported only when used.
 """
-from ets.backends.base import BackendError, Context, Embedder, Policy, Reward, SamplingParams, Step
+from ets.backends.base import BackendError, Backends, Context, Embedder, Policy, Reward, SamplingParams, Step
 from ets.backends.scripted import HashingEmbedder, ScriptedPolicy, ScriptedReward, toy_world
 
 __all__ = [
-    "BackendError", "Context", "Embedder", "HashingEmbedder", "Policy", "Reward", "SamplingParams",
+    "BackendError", "Backends", "Context", "Embedder", "HashingEmbedder", "Policy", "Reward", "SamplingParams",
     "ScriptedPolicy", "ScriptedReward", "Step", "toy_world",
 ]

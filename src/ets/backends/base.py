@@ -90,6 +90,16 @@ class Embedder(Protocol):
 
 
 @dataclass
+class Backends:
+    """What a run searches with: a policy, a reward model, and the embedder when ETS's diversity term needs one."""
+
+    policy: Policy
+    reward: Reward
+    embedder: Embedder | None = None
+    description: dict = field(default_factory=dict)  # what serves the models, for run.json
+
+
+@dataclass
 class BackendError(RuntimeError):
     """A model server or backend failed in a way the user must fix.
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from ets.config import ConfigError, SearchConfig
-from ets.runner import Backends
+from ets.backends.base import Backends
 
 
 @dataclass(frozen=True)
