@@ -4,8 +4,8 @@
 * ``old way``: the CPU default before the arithmetic PRM: SmolLM2 judging its own steps in a second
   llama.cpp context (each context on half the cores), the policy batching at most 16 sequences, the
   embedder on torch's default threads (every core);
-* ``today``: the model-free arithmetic PRM, the policy on every core, batches of up to 32 sequences,
-  the embedder on one torch thread;
+* ``today``: what `ets run` builds for the config (the factory itself): the model-free arithmetic PRM,
+  the policy on every core with batches of up to 32 sequences, the embedder on one torch thread;
 * ``policy alone``: today's policy with a constant-score PRM and no embedder: the same search shape
   with nothing but batched decoding, the ceiling of a whole search.
 
@@ -30,13 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ets.backends.arithmetic import ArithmeticPRM  # noqa: E402
-from ets.backends.embedder import load_embedder  # noqa: E402
+from ets.backends.base import Backends  # noqa: E402
+from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
 from ets.backends.llamacpp import LlamaCppJudge, LlamaCppPolicy, default_threads  # noqa: E402
 from ets.backends.scripted import ScriptedReward  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
-from ets.backends.base import Backends  # noqa: E402
 from ets.runner import run_problems  # noqa: E402
 
 
@@ -45,15 +44,14 @@ OLD_NUM_THREADS = 4  # problems at once in the CPU config of the old way
 
 
 def build_modes(config: SearchConfig) -> dict[str, Backends]:
-    embedder = load_embedder(config.embed_model) if config.lambdas > 0 else None
+    today = build_backends(BackendSpec(), config)  # exactly what `ets run` builds for this config
     seed = config.seed or 0
-    today = LlamaCppPolicy(seed=seed, n_threads=default_threads(shared=False), n_batch_seqs=32)
     return {
         "old way (self-judge)": Backends(
             LlamaCppPolicy(seed=seed, n_threads=default_threads(shared=True), n_batch_seqs=16),
-            LlamaCppJudge(format=config.format_name, n_threads=default_threads(shared=True)), embedder),
-        "today (arithmetic PRM)": Backends(today, ArithmeticPRM(), embedder),
-        "policy alone": Backends(today, ScriptedReward(lambda question, steps: 0.5), None),
+            LlamaCppJudge(format=config.format_name, n_threads=default_threads(shared=True)), today.embedder),
+        "today (arithmetic PRM)": today,
+        "policy alone": Backends(today.policy, ScriptedReward(lambda question, steps: 0.5), None),
     }
 
 

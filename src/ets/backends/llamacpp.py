@@ -405,7 +405,7 @@ class LlamaCppPolicy:
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = 8192,
-                 n_threads: int | None = None, seed: int = 0, n_batch_seqs: int = 16,
+                 n_threads: int | None = None, seed: int = 0, n_batch_seqs: int = 32,
                  n_slots: int | None = None, share_prefix: bool = True):
         self.model = load_model(model_path)
         self.model_path = self.model.path_model
