@@ -34,13 +34,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ets.backends.arithmetic import FEATURES, WEIGHTS, ArithmeticPRM, logistic, path_features  # noqa: E402
+from ets.backends.arithmetic import (  # noqa: E402
+    FEATURES, WEIGHTS, ArithmeticPRM, answer_value, equations_in, logistic, numbers_in, path_features, question_numbers,
+)
 from ets.backends.base import Context  # noqa: E402
-from ets.evaluate import extract_answer, extract_ground_truth  # noqa: E402
+from ets.evaluate import evaluate_settings, extract_answer, extract_ground_truth  # noqa: E402
 from ets.evaluate.grade import default_grader  # noqa: E402
 from ets.formats import get_format  # noqa: E402
 
 TUNE = "asdiv[0::20]"
+BEST, VOTE = "best_of_n/last", "majority_vote/weighted/last"
 HELD_OUT = "asdiv[10::20]"
 
 
@@ -54,21 +57,22 @@ def sample(dataset: str, out: Path, problems: int, width: int, temperature: floa
 
 
 def labelled_paths(run_dir: Path):
-    """(question, steps, correct) for every node of every tree, and the problems' trajectories."""
+    """(question, steps, correct, is_last) for every node of every trajectory, and per problem its
+    answers.json entry with each trajectory's correctness."""
     grader = default_grader()
     # each tree file holds its problem's answers.json entry (so a partial run can be read too)
     answers = [json.loads(f.read_text())["answer"] for f in sorted((run_dir / "trees").glob("q*.json"))]
     rows, problems = [], []
     for problem in answers:
         truth = extract_ground_truth(problem["ground_truth_answer"])
-        trajectories = []
+        verdicts = []
         for trajectory in problem["model_answer"]:
             correct = grader.is_correct(extract_answer(trajectory["text"], "small_instruct"), truth)
             steps = trajectory["steps"]
-            trajectories.append((steps, correct))
+            verdicts.append(correct)
             for depth in range(1, len(steps) + 1):
                 rows.append((problem["question"], steps[:depth], correct, depth == len(steps)))
-        problems.append((problem["question"], truth, trajectories))
+        problems.append((problem, verdicts))
     return rows, problems
 
 
@@ -122,23 +126,18 @@ DROPPED = ("coverage", "true_equations", "repeats", "answer_is_last_result", "an
 
 def extra_features(question: str, steps) -> dict[str, float]:
     """The candidate features that `--cv` compares against the PRM's own."""
-    from ets.backends.arithmetic import equations_in, numbers_in, question_numbers
-
     given = question_numbers(question)
     used = {x for step in steps for x in numbers_in(step) if x in given}
     equations = [eq for step in steps for eq in equations_in(step)]
     newest = steps[-1] if steps else ""
     results = [eq.rhs for eq in equations if eq.holds]
-    answer = path_features(question, steps)
-    from ets.backends.arithmetic import answer_value
-
-    value = answer_value(newest) if answer["is_answer"] else None
+    value = answer_value(newest)  # None for a step with no answer line
     return {
         "coverage": len(used) / len(given) if given else 1.0,
         "true_equations": min(sum(eq.holds for eq in equations), 4),
         "repeats": float(bool(newest.strip()) and newest.strip() in [s.strip() for s in steps[:-1]]),
         "answer_is_last_result": float(value is not None and bool(results) and value == results[-1]),
-        "answer_unreadable": float(bool(answer["is_answer"]) and value is None),
+        "answer_unreadable": float(path_features(question, steps)["is_answer"] and value is None),
     }
 
 
@@ -164,29 +163,16 @@ def cross_validate(rows, extra_rows, l2: float, folds: int = 5) -> dict[str, flo
 
 
 def picks(problems, score_fn) -> dict[str, float]:
-    """Accuracy when each problem's answer is picked by the highest last-step score, by a score-weighted
-    vote, and at random (the mean over trajectories)."""
-    best = vote = chance = 0.0
-    grader = default_grader()
-    for question, truth, trajectories in problems:
-        if not trajectories:
-            continue
-        scores = [score_fn(question, steps) for steps, _ in trajectories]
-        best += trajectories[int(np.argmax(scores))][1]
-        chance += np.mean([c for _, c in trajectories])
-        totals: dict[str, float] = {}
-        outcome: dict[str, bool] = {}
-        for (steps, correct), s in zip(trajectories, scores):
-            answer = extract_answer("".join(steps), "small_instruct")
-            if answer is None:
-                continue
-            key = next((k for k in totals if grader.equivalent(k, answer)), answer)
-            totals[key] = totals.get(key, 0.0) + s
-            outcome[key] = correct
-        if totals:
-            vote += outcome[max(totals, key=totals.get)]
-    n = len(problems)
-    return {"best_of_n": best / n, "weighted_vote": vote / n, "random_pick": chance / n}
+    """Accuracy when each problem's answer is picked, from trajectories rescored by ``score_fn``, by
+    best-of-N (last step score) and by the weighted majority vote (last), as `ets evaluate` picks;
+    and at random (the mean over trajectories)."""
+    rescored = [{**entry, "model_answer": [
+        {**t, "step_scores": [score_fn(entry["question"], t["steps"][:d]) for d in range(1, len(t["steps"]) + 1)]}
+        for t in entry["model_answer"]]} for entry, _ in problems]
+    results = evaluate_settings(rescored, [BEST, VOTE], "small_instruct")
+    chance = sum(np.mean(verdicts) for _, verdicts in problems if verdicts)
+    return {"best_of_n": results[BEST].accuracy, "weighted_vote": results[VOTE].accuracy,
+            "random_pick": chance / len(problems)}
 
 
 def judge_scores(rows) -> list[float]:
