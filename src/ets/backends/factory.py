@@ -78,20 +78,31 @@ def build_embedder(config: SearchConfig, spec: BackendSpec):
     return load_embedder(config.embed_model, device=spec.embed_device)  # a GPU index (as the reference) or a torch device
 
 
+def cpu_reward_kind(spec: BackendSpec, config: SearchConfig) -> str | None:
+    """Which in-process PRM a run scores with: ``gguf`` (a PRM's GGUF, read as its prompt format says:
+    step tag, RLHFlow turns or a judge), ``judge`` (``reward_model_type: judge``: the policy model
+    judging its own steps) or ``arithmetic`` (the model-free CPU default, see docs/cpu-models.md);
+    None when a server or the scripted world scores."""
+    if spec.reward_hosts or spec.scripted:
+        return None
+    if spec.reward_model:
+        return "gguf"
+    return "judge" if config.reward_model_type == "judge" else "arithmetic"
+
+
 def uses_cpu_llm_reward(spec: BackendSpec, config: SearchConfig) -> bool:
     """Whether the reward is a llama.cpp model in this process (the policy then shares the cores)."""
-    return not spec.reward_hosts and not spec.scripted and (bool(spec.reward_model) or config.reward_model_type == "judge")
+    return cpu_reward_kind(spec, config) in ("gguf", "judge")
 
 
 def build_cpu_reward(spec: BackendSpec, config: SearchConfig):
-    """The in-process PRM: a PRM's GGUF when one is given (read as its prompt format says: step tag,
-    RLHFlow turns or a judge); ``reward_model_type: judge`` for the policy model judging its own
-    steps; otherwise the model-free arithmetic checker (the CPU default, see docs/cpu-models.md)."""
-    if spec.reward_model:
+    """The in-process PRM :func:`cpu_reward_kind` names."""
+    kind = cpu_reward_kind(spec, config)
+    if kind == "gguf":
         from ets.backends.llamacpp import TokenLogitPRM
 
         return TokenLogitPRM(spec.reward_model, format=config.format_name)
-    if config.reward_model_type == "judge":
+    if kind == "judge":
         from ets.backends.llamacpp import LlamaCppJudge
 
         return LlamaCppJudge(format=config.format_name)
