@@ -101,12 +101,8 @@ async def search(
 
     remaining = config.width
     for depth in range(config.max_depth):
-        candidates = []
-        for node in tree.at_depth(depth):
-            if tree.is_retired(node.id, config.max_tokens):
-                remaining -= 1
-            else:
-                candidates.append(node.id)
+        candidates, retired = tree.frontier(depth, config.max_tokens)
+        remaining -= retired
         if remaining <= 0 or not candidates:
             break
 

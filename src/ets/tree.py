@@ -157,6 +157,18 @@ class Tree:
         node = self.nodes[node_id]
         return node.leaf or node.cum_tokens >= max_tokens
 
+    def frontier(self, depth: int, max_tokens: float = math.inf) -> tuple[list[int], int]:
+        """The nodes of ``depth`` still to expand (the selection's candidates), and how many of that
+        depth retired: each is one finished trajectory less to find
+        (docs/algorithm.md#retirement-and-the-remaining-width)."""
+        candidates, retired = [], 0
+        for node in self.at_depth(depth):
+            if self.is_retired(node.id, max_tokens):
+                retired += 1
+            else:
+                candidates.append(node.id)
+        return candidates, retired
+
     def path_scores(self, node_id: int) -> list[float]:
         """Scores from the root's child down to this node (the root excluded)."""
         scores = []

@@ -67,16 +67,12 @@ class Selection:
 
 def selections(tree: Tree, width: int, max_depth: int, max_tokens: float) -> list[Selection]:
     """The selections the search made on ``tree``, in depth order, replaying the
-    stopping rules of :func:`ets.search.search`."""
+    stopping rules of :func:`ets.search.search` (the same :meth:`Tree.frontier`)."""
     out = []
     remaining = width
     for depth in range(max_depth):
-        candidates = []
-        for node in tree.at_depth(depth):
-            if tree.is_retired(node.id, max_tokens):
-                remaining -= 1
-            else:
-                candidates.append(node.id)
+        candidates, retired = tree.frontier(depth, max_tokens)
+        remaining -= retired
         if remaining <= 0 or not candidates:
             break
         out.append(Selection(depth, candidates, [len(tree[c].children) for c in candidates], remaining,
