@@ -45,6 +45,7 @@ class SearchConfig:
     max_depth: int = 25  # rounds of selection and expansion (the reference's hard limit)
     seed: int | None = None  # sampling seed for backends that take one
     embed_model: str | None = None  # sentence-transformers model for lambdas > 0; None: the built-in one
+    calculator: bool = False  # correct the results of false equations in each step the policy writes (docs/cpu-models.md#the-calculator)
 
     def __post_init__(self) -> None:
         _check_int(self, "width", minimum=1)
@@ -61,6 +62,8 @@ class SearchConfig:
         _check_choice(self, "ilp_solver", ILP_SOLVERS)
         if self.seed is not None:
             _check_int(self, "seed")
+        if not isinstance(self.calculator, bool):
+            raise ConfigError(f"calculator: expected true or false, got {self.calculator!r}")
         from ets.formats import FORMATS
 
         if self.prompt_format is not None:

@@ -7,11 +7,13 @@ through the policy / reward protocols and the optional embedder.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ets.backends.arithmetic import correct_arithmetic
 from ets.backends.base import Context, Embedder, Policy, Reward, SamplingParams, Step
 from ets.config import SearchConfig
 from ets.formats import get_format
@@ -94,6 +96,8 @@ async def search(
         steps = await policy.generate(context, k, params)
         if len(steps) != k:
             raise SearchError(f"{where}, node {node_id}: the policy returned {len(steps)} samples, {k} were asked for")
+        if config.calculator:
+            steps = [dataclasses.replace(s, text=correct_arithmetic(s.text)) for s in steps]
         scores = await reward.score([context.child(s.text) for s in steps])
         if len(scores) != k:
             raise SearchError(f"{where}, node {node_id}: the reward model returned {len(scores)} scores for {k} steps")
