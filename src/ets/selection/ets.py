@@ -44,7 +44,7 @@ class KeepProblem:
     ``N..N+M-1`` their ancestors (in the order the reference numbers them), ``N+M`` stands
     above the root."""
 
-    outcome: np.ndarray  # O_i, the candidates' softmax shares of the width
+    outcome: np.ndarray  # O_i, the candidates' softmax shares of the remaining width
     node_weight: float  # c: the weight of keeping any node (a candidate or an ancestor)
     cluster_weight: float  # b: the bonus of covering a cluster (0 without the diversity term)
     labels: np.ndarray | None  # cluster of each candidate, or None
@@ -139,7 +139,7 @@ def joined(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         group = lowered
 
 
-def build_problem(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> KeepProblem:
+def build_problem(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> KeepProblem:
     n = len(candidates)
     nodes = tree.nodes
     index: dict[int, int] = {}  # ancestor tree id -> node number, in first-seen order as the reference numbers them
@@ -157,7 +157,7 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
     # outcome: each candidate's share of a softmax allocation over all candidates
     # the reference sorts these with sorted(..., reverse=True): equal scores keep their order
     scores = [nodes[c].score for c in candidates]
-    order, counts = softmax_allocation(scores, width, params.softmax_temperature, later_first=False)
+    order, counts = softmax_allocation(scores, remaining, params.softmax_temperature, later_first=False)
     shares = np.zeros(n)
     shares[order] = counts
     outcome = shares / shares.sum()
@@ -175,9 +175,11 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
     return KeepProblem(outcome, node_weight, cluster_weight, labels, parent, depth, rank)
 
 
-# --- the default: exact, in-process ---
+# --- the default (``ilp_solver: highs``): exact, in-process ---
 
-def solve_highs(problem: KeepProblem) -> np.ndarray:
+def solve_by_dynamic_program(problem: KeepProblem) -> np.ndarray:
+    """The keep-set by the dynamic programs of :mod:`ets.selection.keep_solver`; HiGHS as a MILP
+    only where the clusters contested grow past that module's limits."""
     base = problem.outcome + problem.node_weight
     if problem.labels is None:
         return best_subtree(problem.shape, base).keep
@@ -311,12 +313,13 @@ def solve_cbc(problem: KeepProblem) -> np.ndarray:
     return np.array([round(var.value() or 0) == 1 for var in v[: problem.num_candidates]])
 
 
-SOLVERS = {"highs": solve_highs, "highs-milp": solve_highs_milp, "cbc": solve_cbc}
+# ilp_solver -> solver; the default keeps the name users write ("highs"), though HiGHS is only its fallback
+SOLVERS = {"highs": solve_by_dynamic_program, "highs-milp": solve_highs_milp, "cbc": solve_cbc}
 
 
-def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
-    problem = build_problem(tree, candidates, width, params, embedder)
+def allocate(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> dict[int, int]:
+    problem = build_problem(tree, candidates, remaining, params, embedder)
     keep = SOLVERS[params.ilp_solver](problem)
     weights = [tree[c].score / params.softmax_temperature if kept else -math.inf for c, kept in zip(candidates, keep)]
-    order, counts = softmax_walk(weights, width)
+    order, counts = softmax_walk(weights, remaining)
     return {candidates[i]: n for i, n in zip(order, counts)}
