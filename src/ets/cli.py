@@ -1,8 +1,8 @@
 """The ``ets`` command: thin; each subcommand lives beside the code it drives.
 
 A subcommand module exposes ``register(subparsers)``, which adds its parser
-and sets ``func(args) -> int`` on it. Modules import their heavy dependencies
-inside ``func``, so ``ets --help`` stays fast.
+and sets ``func(args) -> int`` on it. Heavy optional dependencies (httpx, Ray,
+matplotlib, the models) are imported only where used, so ``ets --help`` stays fast.
 
 Errors: a subcommand raises :class:`CommandError` for anything the user must
 act on (bad input, a server that does not answer); it is printed as one line,

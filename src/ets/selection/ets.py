@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -93,6 +95,7 @@ def cluster_labels(embeddings: np.ndarray) -> np.ndarray:
     cluster only if a chain of pairs within the cut joins them, so the linkage runs within
     each such group alone, and not at all in a group whose pairs are all within the cut
     (one cluster, whatever the merge order)."""
+    # scipy's clustering loads only when the diversity term is on (lambdas > 0)
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
 
@@ -204,7 +207,7 @@ class Milp:
 
 
 def to_milp(problem: KeepProblem) -> Milp:
-    from scipy.sparse import csr_matrix
+    from scipy.sparse import csr_matrix  # loaded only by the MILP solvers, not by the default
 
     n, m, k = problem.num_candidates, problem.num_ancestors, problem.num_clusters
     objective = np.concatenate([
@@ -234,14 +237,11 @@ _HIGHS_GREETED = False
 def new_highs():
     """A HiGHS instance. The library prints a banner on stdout when the first one is made in a
     process; that one is made with stdout pointed away, so runs and benches print only their own."""
-    import highspy
+    import highspy  # the fallback and highs-milp only: the default rarely needs it
 
     global _HIGHS_GREETED
     if _HIGHS_GREETED:
         return highspy.Highs()
-    import os
-    import sys
-
     sys.stdout.flush()
     saved = os.dup(1)
     try:
@@ -257,7 +257,7 @@ def new_highs():
 
 def solve_highs_milp(problem: KeepProblem) -> np.ndarray:
     """HiGHS in-process, one thread (its thread pool costs more than these small programs)."""
-    import highspy
+    import highspy  # as in new_highs: loaded only when a MILP is solved
 
     problem = to_milp(problem)
 
