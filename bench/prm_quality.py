@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -121,44 +123,58 @@ def fit(rows, l2: float, features=FEATURES, extra: bool = False) -> dict[str, fl
 
 
 # measured on the tuning split and left out of the PRM (docs/cpu-models.md)
-DROPPED = ("coverage", "true_equations", "repeats", "answer_is_last_result", "answer_unreadable")
+CANDIDATES = ("coverage", "true_equations", "repeats", "answer_is_last_result", "answer_unreadable",
+              "negative_result", "reused_given", "unasked_product")
+_PRODUCT_RE = re.compile(r"\d\s*[*×x/÷]\s*\$?\d")
+_PRODUCT_CUES = re.compile(r"\b(each|every|per|times|twice|double|triple|half|average|split|divide|equal|share|groups?|rows?)\b",
+                           re.IGNORECASE)
 
 
 def extra_features(question: str, steps) -> dict[str, float]:
-    """The candidate features that `--cv` compares against the PRM's own."""
+    """The candidate features that `--cv` tries beside the PRM's own."""
     given = question_numbers(question)
     used = {x for step in steps for x in numbers_in(step) if x in given}
     equations = [eq for step in steps for eq in equations_in(step)]
     newest = steps[-1] if steps else ""
     results = [eq.rhs for eq in equations if eq.holds]
     value = answer_value(newest)  # None for a step with no answer line
+    operand_uses = Counter(x for eq in equations for x in set(eq.operands) if x in given)
     return {
         "coverage": len(used) / len(given) if given else 1.0,
         "true_equations": min(sum(eq.holds for eq in equations), 4),
         "repeats": float(bool(newest.strip()) and newest.strip() in [s.strip() for s in steps[:-1]]),
         "answer_is_last_result": float(value is not None and bool(results) and value == results[-1]),
         "answer_unreadable": float(path_features(question, steps)["is_answer"] and value is None),
+        "negative_result": float(any(eq.rhs < 0 for eq in equations)),
+        "reused_given": float(any(n > 1 for n in operand_uses.values())),
+        "unasked_product": float(not _PRODUCT_CUES.search(question) and any(_PRODUCT_RE.search(s) for s in steps)),
     }
 
 
-def cross_validate(rows, extra_rows, l2: float, folds: int = 5) -> dict[str, float]:
-    """5-fold cross-validated AUROC of the last step's score (folds by problem; ``extra_rows`` always in
-    training), for the PRM's features and for them with the DROPPED ones."""
+def cv_auroc(rows, extra_rows, l2: float, features, folds: int = 5) -> float:
+    """5-fold cross-validated AUROC of the last step's score with ``features`` (folds by problem;
+    ``extra_rows`` always in training)."""
     questions = sorted({r[0] for r in rows})
     parts = [set(questions[i::folds]) for i in range(folds)]
-    table = {}
-    for name, use_extra in (("PRM features", False), ("with the dropped ones", True)):
-        features = FEATURES + (DROPPED if use_extra else ())
-        scores, labels = [], []
-        for part in parts:
-            train = [r for r in rows if r[0] not in part] + list(extra_rows)
-            weights = fit(train, l2, features, extra=use_extra)
-            for q, s, c, is_last in rows:
-                if q in part and is_last:
-                    values = {**path_features(q, s), **(extra_features(q, s) if use_extra else {})}
-                    scores.append(logistic(values, weights))
-                    labels.append(c)
-        table[name] = auroc(scores, labels)
+    extra = any(f not in FEATURES for f in features)
+    scores, labels = [], []
+    for part in parts:
+        train = [r for r in rows if r[0] not in part] + list(extra_rows)
+        weights = fit(train, l2, features, extra=extra)
+        for q, s, c, is_last in rows:
+            if q in part and is_last:
+                values = {**path_features(q, s), **(extra_features(q, s) if extra else {})}
+                scores.append(logistic({f: values[f] for f in features}, weights))
+                labels.append(c)
+    return auroc(scores, labels)
+
+
+def cross_validate(rows, extra_rows, l2: float) -> dict[str, float]:
+    """CV AUROC of the PRM's features, of them with each candidate added alone, and with all candidates."""
+    table = {"PRM features": cv_auroc(rows, extra_rows, l2, FEATURES)}
+    for name in CANDIDATES:
+        table[f"+ {name}"] = cv_auroc(rows, extra_rows, l2, FEATURES + (name,))
+    table["+ every candidate"] = cv_auroc(rows, extra_rows, l2, FEATURES + CANDIDATES)
     return table
 
 
@@ -200,7 +216,7 @@ def main() -> None:
     ap.add_argument("--l2", type=float, default=3.0, help="L2 penalty of the fit (chosen by 5-fold CV on the tuning split)")
     ap.add_argument("--fit", action="store_true", help="fit the weights on the tuning split and report with them")
     ap.add_argument("--cv", action="store_true",
-                    help="5-fold CV AUROC on the first tuning run (the others always train), with and without the dropped features")
+                    help="5-fold CV AUROC on the first tuning run (the others always train): the PRM features, each candidate added alone, all candidates")
     ap.add_argument("--judge", action="store_true", help="also score held-out last steps with the LLM self-judge")
     args = ap.parse_args()
 
