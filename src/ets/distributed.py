@@ -48,11 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ets.backends.base import BackendError
+from ets.backends.base import BackendError, Backends
 from ets.backends.factory import BackendSpec, build_backends
 from ets.config import SearchConfig
 from ets.datasets import Problem
-from ets.backends.base import Backends
 from ets.runner import RunSummary, RunWriter
 from ets.search import SearchError, search
 
@@ -121,15 +120,16 @@ class SearchWorker:
     async def setup(self) -> dict[str, Any]:
         """Build the backends (once); return the description, or the failure, and the node."""
         if self.backends is None:
+            backends = None
             try:
-                self.backends = self.backend_factory(self.spec, self.config)
+                backends = self.backend_factory(self.spec, self.config)
                 # HTTP backends check their servers (reachable from this node? the right model?) before any problem
-                for backend in (self.backends.policy, self.backends.reward):
-                    if hasattr(backend, "start"):
-                        await backend.start()
+                await backends.start()
             except (BackendError, SearchError) as exc:
-                self.backends = None
+                if backends is not None:
+                    await backends.aclose()  # the connections its server checks opened
                 return {"node": self.node, "error": failure(exc)}
+            self.backends = backends
         return {"node": self.node, "description": self.backends.description}
 
     async def search(self, problem: Problem) -> dict[str, Any]:
@@ -147,10 +147,8 @@ class SearchWorker:
 
     async def close(self) -> None:
         """Close the HTTP connections of this worker's loop (no-op for other backends)."""
-        if self.spec.policy_hosts or self.spec.reward_hosts:
-            from ets.backends.http import aclose_all
-
-            await aclose_all()
+        if self.backends is not None:
+            await self.backends.aclose()
 
 
 # ---------------------------------------------------------------------- driver side

@@ -217,19 +217,13 @@ def main(args: argparse.Namespace) -> int:
             pass
         backends = build_backends(spec, config, log=log)
         try:
-            # servers that do not answer, or serve another model, stop the run before any problem starts
-            for backend in (backends.policy, backends.reward):
-                if hasattr(backend, "start"):
-                    await backend.start()
+            await backends.start()  # servers that do not answer, or serve another model, stop the run here
             for width, run_dir in runs:
                 summary = await run_problems(problems, config.replace(width=width), backends, run_dir,
                                              answers_name=answers_name, resume=resume, progress=log)
                 report_run(summary, answers_name)
         finally:
-            if spec.policy_hosts or spec.reward_hosts:
-                from ets.backends.http import aclose_all
-
-                await aclose_all()
+            await backends.aclose()
 
     try:
         if args.ray is not None:

@@ -38,31 +38,6 @@ import httpx
 
 from ets.backends.base import BackendError
 
-
-class StartsOnce:
-    """A backend whose ``start()`` (server checks) runs once, on first use, under a lock;
-    ``check()`` runs it now. Subclasses implement ``start()``."""
-
-    _started = False
-    _start_lock: asyncio.Lock | None = None
-
-    async def start(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    async def _ensure_started(self) -> None:
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if not self._started:
-                await self.start()
-                self._started = True
-
-    async def check(self) -> None:
-        await self.start()
-        self._started = True
-
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 REQUEST_TIMEOUT = 120.0  # seconds a server has to answer a request
 START_TIMEOUT = 10.0  # seconds a server has to answer a start check (at most REQUEST_TIMEOUT)
