@@ -167,14 +167,14 @@ def checkpointed(runs: list[tuple[int, Path]], overwrite: bool) -> str:
     return f"; {saved} finished problem(s) are checkpointed in {where}: {again} to resume"
 
 
-def main(args: argparse.Namespace) -> int:
-    from ets.backends.base import BackendError
-    from ets.backends.factory import BackendSpec, build_backends
+def plan_runs(args: argparse.Namespace) -> tuple:
+    """Everything checked before any model loads: the config, the dataset, the budgets, the backends
+    asked for, and each width's run directory. Returns ``(config, problems, spec, runs, answers_name)``,
+    ``runs`` the ``(width, run directory)`` pairs."""
+    from ets.backends.factory import BackendSpec
     from ets.datasets import DatasetError, load_problems
-    from ets.runner import RunDirError, check_writable, foreign_run, run_problems, sweep_dirs
-    from ets.search import SearchError
+    from ets.runner import RunDirError, check_writable, foreign_run, sweep_dirs
 
-    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         config = resolve_config(args)
         widths = args.width or [config.width]
@@ -195,6 +195,17 @@ def main(args: argparse.Namespace) -> int:
             check_writable(run_dir, answers_name)
     except (ConfigError, DatasetError, RunDirError) as exc:
         raise CommandError(str(exc), 2) from exc
+    return config, problems, spec, runs, answers_name
+
+
+def main(args: argparse.Namespace) -> int:
+    from ets.backends.base import BackendError
+    from ets.backends.factory import build_backends
+    from ets.runner import RunDirError, run_problems
+    from ets.search import SearchError
+
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    config, problems, spec, runs, answers_name = plan_runs(args)
     if args.scripted:
         log("note: --scripted: a made-up policy and PRM stand in for the models; the answers mean nothing")
     resume = not args.overwrite
