@@ -64,20 +64,20 @@ def measure(calls, repeat):
     """Per call: the fastest time of each solver, and how the default's outcome compares with CBC's."""
     times = {s: [] for s in SOLVER_NAMES}
     same = ties = worse = 0
-    for tree, candidates, width, params, embedder in calls:
+    for tree, candidates, remaining, params, embedder in calls:
         allocations = {}
         for solver in SOLVER_NAMES:
             solver_params = {**params, "ilp_solver": solver}
             best = float("inf")
             for _ in range(repeat):
                 start = time.perf_counter()
-                allocations[solver] = allocate("softmax_costmodel", tree, candidates, width, solver_params, embedder)
+                allocations[solver] = allocate("softmax_costmodel", tree, candidates, remaining, solver_params, embedder)
                 best = min(best, time.perf_counter() - start)
             times[solver].append(best)
         if allocations["highs"] == allocations["cbc"]:
             same += 1
             continue
-        problem = build_problem(tree, candidates, width, SelectionParams.of(params), embedder)
+        problem = build_problem(tree, candidates, remaining, SelectionParams.from_mapping(params), embedder)
         ours, theirs = problem.value(SOLVERS["highs"](problem)), problem.value(SOLVERS["cbc"](problem))
         if abs(ours - theirs) <= TIE:
             ties += 1
@@ -122,13 +122,13 @@ def main() -> None:
             grown = [call for q in range(args.searches) for call in trees.search_calls(width, regime, question=f"q{q}")]
             for lambdas in (1.45, 0.0):
                 params = {"lambdac": 1.0, "lambdas": lambdas, "softmax_temperature": 0.2}
-                calls = [(c.tree, c.candidates, c.width, params, c.embedder) for c in grown]
+                calls = [(c.tree, c.candidates, c.remaining, params, c.embedder) for c in grown]
                 label = f"width {width:3d} {regime:10s} " + ("div" if lambdas else "no div")
                 median, worse = report(label, calls, args.repeat)
                 failures += check(label, median, worse)
     median, worse = report("golden trees", golden, args.repeat)
     failures += check("golden trees", median, worse)
-    small = [(c.call.tree, c.call.candidates, c.call.width, c.params, c.call.embedder)
+    small = [(c.call.tree, c.call.candidates, c.call.remaining, c.params, c.call.embedder)
              for c in trees.small_cases(args.small)]
     median, worse = report("small golden-like trees", small, args.repeat)
     failures += check("small golden-like trees", median, worse)

@@ -121,3 +121,53 @@ def test_selected_from_config_and_served_by_default():
     assert isinstance(reward, ArithmeticPRM) and name == "arithmetic"
     with pytest.raises(ValueError, match="reads no model"):
         builtin_reward("prm.gguf", mode="arithmetic")
+
+
+@pytest.mark.parametrize("step, corrected", [
+    ("Brian has 39 - 18 = 12 pencils left.\n", "Brian has 39 - 18 = 21 pencils left.\n"),
+    ("Hazel caught 24 - 27 = 3 more.", "Hazel caught 24 - 27 = -3 more."),
+    ("1,200 + 300 = 1,400 in all", "1,200 + 300 = 1500 in all"),
+    ("The cost is $4 * 3 = $10.", "The cost is $4 * 3 = $12."),
+    ("(2 + 3) * 4 = 21.", "(2 + 3) * 4 = 20."),
+    ("Each gets 10 / 4 = 2 apples.", "Each gets 10 / 4 = 2.5 apples."),
+    ("Each gets 10 / 3 = 3.5.", "Each gets 10 / 3 = 3.3333."),
+    # a later equation reads the corrected text (its operand 448 stays as written)
+    ("He gave 134 + 269 = 448, then 448 + 269 = 746.", "He gave 134 + 269 = 403, then 448 + 269 = 717."),
+    ("10 / 3 = 3.33 each", "10 / 3 = 3.33 each"),  # true at the precision written: untouched
+    ("Therefore, the final answer is: 7 + 2 = 9.", "Therefore, the final answer is: 7 + 2 = 9."),
+    ("x = 5, and 7 = 8", "x = 5, and 7 = 8"),  # no arithmetic stated
+])
+def test_the_calculator_corrects_false_results(step, corrected):
+    from ets.backends.arithmetic import correct_arithmetic
+
+    assert correct_arithmetic(step) == corrected
+    assert all(eq.holds for eq in equations_in(corrected))
+
+
+def test_the_calculator_option_corrects_every_step_the_search_keeps():
+    from ets.backends.scripted import ScriptedPolicy, ScriptedReward
+    from ets.config import SearchConfig
+    from ets.search import search
+
+    def step_fn(question, steps, k):
+        if not steps:
+            return f"He has 12 - 5 = {7 + k} rolls.\n"  # sample 0 right, sample 1 wrong
+        if len(steps) == 1:
+            rolls = steps[0].split("= ")[1].split()[0]  # the next step works with what the path says
+            return f"Then {rolls} + 8 = 15.\n"
+        return "The answer is: 15\n"
+
+    seen = []
+    reward = ScriptedReward(lambda q, steps: seen.append(steps[-1]) or 0.5)
+    for calculator, expected in ((False, ["Then 7 + 8 = 15.\n", "Then 8 + 8 = 15.\n"]),
+                                 (True, ["Then 7 + 8 = 15.\n", "Then 7 + 8 = 15.\n"])):
+        seen.clear()
+        config = SearchConfig(width=2, select_method="best_of_n", prompt_format="raw", calculator=calculator)
+        result = asyncio.run(search(BAKER, config, policy=ScriptedPolicy(step_fn), reward=reward))
+        assert sorted(a["steps"][1] for a in result.answers) == expected
+        # the PRM scored the text the path keeps
+        assert ("He has 12 - 5 = 8 rolls.\n" in seen) is not calculator
+    from ets.config import ConfigError
+
+    with pytest.raises(ConfigError, match="calculator: expected true or false, got 1"):
+        SearchConfig(calculator=1)

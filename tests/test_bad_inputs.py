@@ -208,7 +208,7 @@ def test_debug_shows_the_traceback_and_a_bug_is_named_as_one(tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr("ets.datasets.load_problems", broken)
+    monkeypatch.setattr("ets.commands.run.load_problems", broken)  # where `ets run` looks it up
     assert main(run_args("out/answers.json", *SCRIPTED)) == 1
     err = capsys.readouterr().err
     assert err.strip() == ("ets run: internal error, a bug in ets (ZeroDivisionError: division by zero); "

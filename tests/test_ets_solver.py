@@ -15,7 +15,7 @@ import pytest
 from ets import Tree
 from ets.selection import allocate
 from ets.selection.common import SelectionParams
-from ets.selection.ets import build_problem, cluster_labels, solve_cbc, solve_highs, solve_highs_milp
+from ets.selection.ets import build_problem, cluster_labels, solve_by_dynamic_program, solve_cbc, solve_highs_milp
 from ets.selection import keep_solver
 from ets.selection.keep_solver import DIRECT_COVER, KeepSolver
 
@@ -93,10 +93,10 @@ def test_tie_rule_and_optimum_against_every_keep_set(direct_cover, monkeypatch):
         params = SelectionParams(softmax_temperature=float(rng.choice([0.2, 0.5, 1.0])),
                                  lambdac=float(rng.choice([0.0, 0.5, 1.0, 2.0])),
                                  lambdas=float(rng.choice([0.0, 1.0, 1.45, 3.0])))
-        width = int(rng.choice([len(candidates), 4, 8, 16, 64]))
-        problem = build_problem(tree, candidates, width, params, GroupEmbedder(vectors))
+        remaining = int(rng.choice([len(candidates), 4, 8, 16, 64]))
+        problem = build_problem(tree, candidates, remaining, params, GroupEmbedder(vectors))
         expected, optima = largest_optimum(problem)
-        assert solve_highs(problem).tolist() == expected.tolist()
+        assert solve_by_dynamic_program(problem).tolist() == expected.tolist()
         if problem.labels is not None:
             solver = KeepSolver(problem.shape, problem.outcome + problem.node_weight, problem.labels,
                                 problem.cluster_weight)
@@ -117,8 +117,8 @@ def test_objective_equals_cbcs_on_search_trees(width):
     calls = [call for regime in search_trees.REGIMES for call in search_trees.search_calls(width, regime)]
     covering = settling = 0
     for call in calls:
-        problem = build_problem(call.tree, call.candidates, call.width, DIVERSITY, call.embedder)
-        ours = solve_highs(problem)
+        problem = build_problem(call.tree, call.candidates, call.remaining, DIVERSITY, call.embedder)
+        ours = solve_by_dynamic_program(problem)
         assert problem.value(ours) == pytest.approx(problem.value(solve_cbc(problem)), abs=1e-9)
         if problem.labels is not None and problem.num_clusters < problem.num_candidates:
             solver = KeepSolver(problem.shape, problem.outcome + problem.node_weight, problem.labels,
@@ -136,8 +136,8 @@ def test_objective_equals_cbcs_on_golden_cases():
     for case in cases:
         embedder = GroupEmbedder({k: np.array(v) for k, v in case["embeddings"].items()}) if case["embeddings"] else None
         problem = build_problem(Tree.from_nodes(case["nodes"]), case["candidates"], case["width"],
-                                SelectionParams.of(case["params"]), embedder)
-        assert problem.value(solve_highs(problem)) == pytest.approx(problem.value(solve_cbc(problem)), abs=1e-9)
+                                SelectionParams.from_mapping(case["params"]), embedder)
+        assert problem.value(solve_by_dynamic_program(problem)) == pytest.approx(problem.value(solve_cbc(problem)), abs=1e-9)
 
 
 def test_objective_equals_the_milps_on_larger_random_programs():
@@ -150,7 +150,7 @@ def test_objective_equals_the_milps_on_larger_random_programs():
         problem = build_problem(tree, candidates, int(rng.choice([8, 64, 256])),
                                 SelectionParams(lambdac=float(rng.choice([0.5, 1.0, 2.0])), lambdas=1.45),
                                 GroupEmbedder(vectors))
-        assert problem.value(solve_highs(problem)) == pytest.approx(problem.value(solve_highs_milp(problem)), abs=1e-9)
+        assert problem.value(solve_by_dynamic_program(problem)) == pytest.approx(problem.value(solve_highs_milp(problem)), abs=1e-9)
 
 
 def test_tie_between_two_equal_candidates_keeps_the_earlier():
@@ -163,7 +163,7 @@ def test_tie_between_two_equal_candidates_keeps_the_earlier():
              {"id": 4, "parent_id": 2, "text": "Q b d", "score": 0.7, "depth": 2, "num_step_tokens": 2}]
     tree = Tree.from_nodes(nodes)
     params = {"softmax_temperature": 1.0, "lambdac": 2.0, "lambdas": 0.0}
-    problem = build_problem(tree, [3, 4], 2, SelectionParams.of(params), None)
+    problem = build_problem(tree, [3, 4], 2, SelectionParams.from_mapping(params), None)
     _, value = every_keep_set(problem)
     assert value[0] == pytest.approx(value[1]) and value[0] > value[2]  # {3} and {4} tie, both beat {3, 4}
     assert allocate("softmax_costmodel", tree, [3, 4], 2, params) == {3: 2, 4: 0}
@@ -193,10 +193,10 @@ def test_cluster_labels_are_scipys_partition():
 
 def test_parameter_dicts_are_checked_once_and_still_refused():
     params = {"lambdac": 1.0, "lambdas": 1.45, "softmax_temperature": 0.2}
-    assert SelectionParams.of(params) is SelectionParams.of(dict(params))
-    assert SelectionParams.of({**params, "lambdac": 2.0}).lambdac == 2.0
+    assert SelectionParams.from_mapping(params) is SelectionParams.from_mapping(dict(params))
+    assert SelectionParams.from_mapping({**params, "lambdac": 2.0}).lambdac == 2.0
     for _ in range(2):
         with pytest.raises(ValueError, match="unknown key 'lambdaz'"):
-            SelectionParams.of({"lambdaz": 1.0})
+            SelectionParams.from_mapping({"lambdaz": 1.0})
     with pytest.raises(ValueError, match="lambdac"):
-        SelectionParams.of({"lambdac": True})  # equal to 1 as a dict key, but not a number
+        SelectionParams.from_mapping({"lambdac": True})  # equal to 1 as a dict key, but not a number

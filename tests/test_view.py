@@ -63,7 +63,7 @@ def test_selections_rebuilt_from_the_tree_are_the_searchs(runs):
             assert sum(len(s.candidates) for s in chosen) == saved["stats"]["expansions"] + sum(
                 k == 0 for s in chosen for k in s.allocation)
             for s in chosen:
-                expected = allocate(method, tree, s.candidates, s.width_left, SelectionParams.of(config), None)
+                expected = allocate(method, tree, s.candidates, s.width_left, SelectionParams.from_config(config), None)
                 assert s.allocation == [expected.get(c, 0) for c in s.candidates]
                 assert s.kv == tree.kv_size(s.candidates)
                 checked += 1

@@ -1,8 +1,8 @@
 """The ``ets`` command: thin; each subcommand lives beside the code it drives.
 
 A subcommand module exposes ``register(subparsers)``, which adds its parser
-and sets ``func(args) -> int`` on it. Modules import their heavy dependencies
-inside ``func``, so ``ets --help`` stays fast.
+and sets ``func(args) -> int`` on it. Heavy optional dependencies (httpx, Ray,
+matplotlib, the models) are imported only where used, so ``ets --help`` stays fast.
 
 Errors: a subcommand raises :class:`CommandError` for anything the user must
 act on (bad input, a server that does not answer); it is printed as one line,
@@ -51,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a subcommand not built yet
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     for sub in subparsers.choices.values():  # `ets run ... --debug` works as well as `ets --debug run ...`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser

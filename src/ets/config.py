@@ -8,12 +8,15 @@ is refused naming the key and what it accepts.
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from ets.formats import FORMATS
 
 SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n")
 ILP_SOLVERS = ("highs", "highs-milp", "cbc")
@@ -45,6 +48,7 @@ class SearchConfig:
     max_depth: int = 25  # rounds of selection and expansion (the reference's hard limit)
     seed: int | None = None  # sampling seed for backends that take one
     embed_model: str | None = None  # sentence-transformers model for lambdas > 0; None: the built-in one
+    calculator: bool = False  # correct the results of false equations in each step the policy writes (docs/cpu-models.md#the-calculator)
 
     def __post_init__(self) -> None:
         _check_int(self, "width", minimum=1)
@@ -61,8 +65,8 @@ class SearchConfig:
         _check_choice(self, "ilp_solver", ILP_SOLVERS)
         if self.seed is not None:
             _check_int(self, "seed")
-        from ets.formats import FORMATS
-
+        if not isinstance(self.calculator, bool):
+            raise ConfigError(f"calculator: expected true or false, got {self.calculator!r}")
         if self.prompt_format is not None:
             _check_choice(self, "prompt_format", tuple(FORMATS))
         elif self.policy_model_type not in FORMATS:
@@ -122,43 +126,36 @@ class SearchConfig:
         return asdict(self)
 
 
-@functools.cache
-def _yaml_loader():
+class StrictLoader(yaml.SafeLoader):
     """PyYAML's safe loader, with two fixes: floats as YAML 1.2 writes them (``1e-3``,
     which YAML 1.1 reads as a string), and a key given twice refused (YAML 1.1 keeps
     the last one silently)."""
-    import yaml
 
-    class Loader(yaml.SafeLoader):
-        pass
 
-    float_1_2 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                               |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                               |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                               |[-+]?\.(?:inf|Inf|INF)
-                               |\.(?:nan|NaN|NAN))$""", re.X)
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", float_1_2, list("-+0123456789."))
+def _construct_mapping_once(loader: StrictLoader, node, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
+                              f"(first on line {seen[key] + 1}); keep one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
 
-    def mapping(loader, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
-                                  f"(first on line {seen[key] + 1}); keep one")
-            seen[key] = key_node.start_mark.line
-        return loader.construct_mapping(node, deep=deep)
 
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return Loader
+_FLOAT_1_2 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                           |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                           |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                           |[-+]?\.(?:inf|Inf|INF)
+                           |\.(?:nan|NaN|NAN))$""", re.X)
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2, list("-+0123456789."))
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_once)
 
 
 def load_yaml(text: str, source: str) -> Any:
     """One YAML document (a config file, a ``--set`` value); errors name ``source``."""
-    import yaml
-
     try:
-        return yaml.load(text, Loader=_yaml_loader())
+        return yaml.load(text, Loader=StrictLoader)
     except ConfigError as exc:
         raise ConfigError(f"{source}:{str(exc).removeprefix('line ')}") from None
     except yaml.YAMLError as exc:

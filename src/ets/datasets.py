@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ets import models
+
 # field names understood for the question and its ground truth, first match wins
 QUESTION_FIELDS = ("problem", "question", "Problem", "Question", "input")
 ANSWER_FIELDS = ("answer", "Answer", "solution", "target", "output")
@@ -91,10 +93,8 @@ def _records_hub(name: str, split: str) -> Iterable[tuple[str, Any]]:
     try:
         import datasets
     except ImportError:
-        from ets.models import BUILTIN_DATASETS
-
         raise DatasetError(
-            f"{name!r} is not a local file or a built-in set ({', '.join(BUILTIN_DATASETS)}); "
+            f"{name!r} is not a local file or a built-in set ({', '.join(models.BUILTIN_DATASETS)}); "
             "loading it from the hub needs `pip install datasets`"
         ) from None
     try:
@@ -110,8 +110,6 @@ def resolve(path_or_name: str) -> Path | None:
     path = Path(path_or_name)
     if path.exists():
         return path
-    from ets import models
-
     if path_or_name.lower() in models.BUILTIN_DATASETS:
         return models.builtin_dataset_path(path_or_name)
     return None

@@ -104,8 +104,8 @@ def get_format(name: str) -> PromptFormat:
 
 
 # Small instruct models (SmolLM2-135M-Instruct, the CPU default) on GSM8K-style problems: ChatML,
-# one step per line, the answer as "Therefore, the final answer is: N", taught by one worked
-# example (a 135M model follows an example far better than an instruction).
+# one step per line, the answer as "Therefore, the final answer is: N", taught by two worked
+# examples (a 135M model follows an example far better than an instruction).
 # The leaf test looks for "The answer is" / "The final answer is:" in the whole text, prompt
 # included, but for "Therefore, the final answer is" in the newest step only. So the prompt may
 # show the last one verbatim (it is never a newest step) and must not contain the first two --
@@ -136,6 +136,6 @@ register(PromptFormat(
     ),
     stop=("\n",),
     answer_style="answer_is",
-    description="ChatML for small instruct models (SmolLM2, the CPU default), one worked example: "
+    description="ChatML for small instruct models (SmolLM2, the CPU default), two worked examples: "
                 "one step per line, 'Therefore, the final answer is: N'",
 ))

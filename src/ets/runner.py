@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, fields
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -96,8 +97,6 @@ def answer_entry(problem: Problem, result: SearchResult) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from importlib import metadata
-
     out = {"python": platform.python_version()}
     for name in ("ets", "numpy", "scipy", "llama_cpp_python", "sentence-transformers", "torch", "httpx"):
         try:

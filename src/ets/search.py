@@ -7,11 +7,13 @@ through the policy / reward protocols and the optional embedder.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ets.backends.arithmetic import correct_arithmetic
 from ets.backends.base import Context, Embedder, Policy, Reward, SamplingParams, Step
 from ets.config import SearchConfig
 from ets.formats import get_format
@@ -66,6 +68,24 @@ def sampling_params(config: SearchConfig) -> SamplingParams:
     )
 
 
+def add_children(tree: Tree, stats: SearchStats, parent_id: int, steps: list[Step], scores: list[float | None],
+                 where: str) -> None:
+    """One expansion's scored steps into the tree, counted in ``stats``; a step without a finite score stops
+    the search."""
+    stats.expansions += 1
+    for sample, (step, score) in enumerate(zip(steps, scores)):
+        stats.model_calls += 1
+        stats.tokens_generated += step.num_tokens
+        stats.prompt_tokens_computed += step.prompt_tokens_computed
+        stats.prompt_tokens_reused += step.prompt_tokens_reused
+        if score is None or not math.isfinite(score):
+            raise SearchError(
+                f"{where}, child {sample} of node {parent_id}: the reward model returned {'no' if score is None else score} score "
+                f"for step {step.text[:60]!r} (check the PRM and its prompt format)"
+            )
+        tree.add_child(parent_id, step.text, score, step.num_tokens)
+
+
 async def search(
     question: str,
     config: SearchConfig,
@@ -86,7 +106,7 @@ async def search(
     tree = Tree.with_root(prompt, prompt_tokens)
     stats = SearchStats()
     params = sampling_params(config)
-    selection = SelectionParams.of(config)
+    selection = SelectionParams.from_config(config)
 
     async def expand(node_id: int, k: int) -> tuple[list[Step], list[float | None]]:
         node = tree[node_id]
@@ -94,6 +114,8 @@ async def search(
         steps = await policy.generate(context, k, params)
         if len(steps) != k:
             raise SearchError(f"{where}, node {node_id}: the policy returned {len(steps)} samples, {k} were asked for")
+        if config.calculator:
+            steps = [dataclasses.replace(s, text=correct_arithmetic(s.text)) for s in steps]
         scores = await reward.score([context.child(s.text) for s in steps])
         if len(scores) != k:
             raise SearchError(f"{where}, node {node_id}: the reward model returned {len(scores)} scores for {k} steps")
@@ -116,18 +138,7 @@ async def search(
 
         # children join the tree in expansion order, whatever order they finished in
         for (parent_id, _), (steps, scores) in zip(expansions, results):
-            stats.expansions += 1
-            for sample, (step, score) in enumerate(zip(steps, scores)):
-                stats.model_calls += 1
-                stats.tokens_generated += step.num_tokens
-                stats.prompt_tokens_computed += step.prompt_tokens_computed
-                stats.prompt_tokens_reused += step.prompt_tokens_reused
-                if score is None or not math.isfinite(score):
-                    raise SearchError(
-                        f"{where}, child {sample} of node {parent_id}: the reward model returned {'no' if score is None else score} score "
-                        f"for step {step.text[:60]!r} (check the PRM and its prompt format)"
-                    )
-                tree.add_child(parent_id, step.text, score, step.num_tokens)
+            add_children(tree, stats, parent_id, steps, scores, where)
 
     answers = [
         {"text": node.text, "steps": list(node.steps), "step_scores": tree.path_scores(node.id)}

@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 
+# The reference's stats.log: each line's label, by the field it gives, in the file's order
+# (ets report reads the lines back by these labels).
+STATS_LOG_LABELS = {
+    "kv_cache_size": "Total KV cache size",
+    "model_calls": "Number of Model Calls",
+    "tokens_generated": "Number of Tokens Generated",
+    "time": "Time",
+}
+
+
 @dataclass
 class SearchStats:
     kv_cache_size: int = 0  # tokens in the union of live root-to-candidate paths, summed over selections
@@ -28,10 +38,5 @@ class SearchStats:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def stats_log(self) -> str:
-        """The reference's stats.log: four lines."""
-        return (
-            f"Total KV cache size: {self.kv_cache_size}\n"
-            f"Number of Model Calls: {self.model_calls}\n"
-            f"Number of Tokens Generated: {self.tokens_generated}\n"
-            f"Time: {self.time}\n"
-        )
+        """The reference's stats.log: four lines, ``label: figure``."""
+        return "".join(f"{label}: {getattr(self, name)}\n" for name, label in STATS_LOG_LABELS.items())

@@ -74,7 +74,7 @@ def scripted_world(regime: str) -> tuple[ScriptedPolicy, ScriptedReward]:
 class SelectionCall:
     tree: ets.Tree
     candidates: list[int]
-    width: int  # the remaining width
+    remaining: int  # the remaining width
     embedder: TableEmbedder
 
 
@@ -132,7 +132,7 @@ def small_cases(count: int, seed: int = 0) -> list[SmallCase]:
         params = {"softmax_temperature": float(rng.choice([0.2, 0.5, 1.0])),
                   "lambdac": float(rng.choice([0.0, 0.5, 1.0, 2.0, 5.0])),
                   "lambdas": float(rng.choice([0.0, 1.0, 1.45, 1.5, 3.0]))}
-        width = int(rng.choice([4, 8, 16, 32, 64, 256]))
+        remaining = int(rng.choice([4, 8, 16, 32, 64, 256]))
         embedder = TableEmbedder(dim=8)
-        cases.append(SmallCase(SelectionCall(ets.Tree.from_nodes(nodes), frontier, width, embedder), params))
+        cases.append(SmallCase(SelectionCall(ets.Tree.from_nodes(nodes), frontier, remaining, embedder), params))
     return cases

@@ -81,6 +81,7 @@ class Equation:
     lhs: Fraction
     rhs: Fraction
     rhs_text: str
+    rhs_span: tuple[int, int] = (0, 0)  # where the written result stands in the step (for the calculator)
 
     @property
     def holds(self) -> bool:
@@ -91,8 +92,9 @@ class Equation:
         return abs(self.lhs - self.rhs) <= Fraction(1, 2 * 10 ** decimals) and decimals > 0
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def _tokens(text: str) -> list[tuple[str, str, int]]:
+    """(kind, value, end offset of the token in ``text``) for each token."""
+    out: list[tuple[str, str, int]] = []
     for m in _TOKEN_RE.finditer(text):
         kind = m.lastgroup
         value = m.group(kind)
@@ -105,13 +107,13 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if kind == "op":
             kind = value if value in "()=" else "op"
             value = _OPS.get(value, value)
-        out.append((kind, value))
+        out.append((kind, value, m.end()))
     return out
 
 
-def _drop_units(tokens: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _drop_units(tokens: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
     """Drop unit words inside arithmetic: ``5 apples + 3 apples = 8`` reads as ``5 + 3 = 8``."""
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, int]] = []
     i = 0
     while i < len(tokens):
         kind = tokens[i][0]
@@ -130,11 +132,11 @@ def _drop_units(tokens: list[tuple[str, str]]) -> list[tuple[str, str]]:
 class _Parser:
     """Recursive descent over one expression: + - * / and parentheses, exact fractions."""
 
-    def __init__(self, tokens: list[tuple[str, str]], start: int):
+    def __init__(self, tokens: list[tuple[str, str, int]], start: int):
         self.tokens, self.i = tokens, start
         self.operands: list[Fraction] = []
 
-    def peek(self) -> tuple[str, str] | None:
+    def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
 
     def expr(self) -> Fraction:
@@ -192,7 +194,7 @@ def equations_in(step: str) -> list[Equation]:
         if tokens[i][0] not in ("num", "(", "op"):
             i += 1
             continue
-        sides: list[tuple[Fraction, tuple[Fraction, ...], str, int]] = []
+        sides: list[tuple[Fraction, tuple[Fraction, ...], str, int, int]] = []
         j = i
         while True:
             parser = _Parser(tokens, j)
@@ -201,17 +203,41 @@ def equations_in(step: str) -> list[Equation]:
             except (ValueError, ZeroDivisionError):
                 break
             text = tokens[j][1] if parser.i == j + 1 and tokens[j][0] == "num" else ""
-            sides.append((value, tuple(parser.operands), text, parser.i - j))
+            sides.append((value, tuple(parser.operands), text, parser.i - j, tokens[j][2]))
             j = parser.i
             if j < len(tokens) and tokens[j][0] == "=":
                 j += 1
                 continue
             break
-        for (lhs, operands, _, width), (rhs, _, rhs_text, _) in zip(sides, sides[1:]):
+        for (lhs, operands, _, width, _), (rhs, _, rhs_text, _, rhs_end) in zip(sides, sides[1:]):
             if width > 1 and rhs_text:  # an expression equal to a written number
-                found.append(Equation(operands, lhs, rhs, rhs_text))
+                found.append(Equation(operands, lhs, rhs, rhs_text, (rhs_end - len(rhs_text), rhs_end)))
         i = max(j, i + 1)
     return found
+
+
+# --- the calculator ------------------------------------------------------------
+
+
+def format_number(value: Fraction) -> str:
+    """A result as a calculator shows it: whole numbers plainly, others to at most 4 decimals."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    text = f"{float(value):.4f}".rstrip("0").rstrip(".")
+    return text
+
+
+def correct_arithmetic(step: str) -> str:
+    """``step`` with the result of each false equation replaced by its true value (``39 - 18 = 12``
+    becomes ``39 - 18 = 21``), left to right, so a later equation reads the corrected result; the
+    ``calculator`` option applies it to every step the policy writes (docs/cpu-models.md#the-calculator)."""
+    for _ in range(16):  # one equation fixed a pass; a step states a handful at most
+        wrong = next((eq for eq in equations_in(step) if not eq.holds), None)
+        if wrong is None:
+            break
+        start, end = wrong.rhs_span
+        step = step[:start] + format_number(wrong.lhs) + step[end:]
+    return step
 
 
 # --- the answer line ---------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import Callable
 from ets.backends.arithmetic import ArithmeticPRM
 from ets.backends.base import Backends
 from ets.backends.embedder import load_embedder
-from ets.backends.http import make_policy, make_reward
 from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, TokenLogitPRM, build_llamacpp_judge, default_threads
 from ets.backends.scripted import HashingEmbedder, toy_world
 from ets.config import ConfigError, SearchConfig
@@ -110,6 +109,8 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
 
     description = {}
     if spec.policy_hosts:
+        from ets.backends.http import make_policy  # httpx: loaded only by runs against model servers
+
         policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads,
                              **spec.timeouts())
         description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": spec.policy_model}
@@ -124,6 +125,8 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
         log(f"policy: {policy.model_path} (llama.cpp, in-process)")
 
     if spec.reward_hosts:
+        from ets.backends.http import make_reward  # httpx: loaded only by runs against model servers
+
         reward = make_reward(list(spec.reward_hosts), api=spec.reward_api, reward_model_type=config.reward_model_type,
                              model=spec.reward_model, prompt_format=config.format_name, **spec.timeouts())
         description["reward"] = {"api": spec.reward_api or config.reward_model_type, "hosts": list(spec.reward_hosts)}

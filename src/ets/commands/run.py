@@ -15,10 +15,20 @@ import asyncio
 import math
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from ets.backends.base import BackendError
+from ets.backends.factory import BackendSpec, build_backends, default_prompt_format
 from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ets.config import ConfigError, SearchConfig, load_yaml
+from ets.datasets import DatasetError, Problem, load_problems
+from ets.distributed import run_problems_ray
+from ets.runner import RunDirError, check_writable, checkpoint_files, foreign_run, run_problems, sweep_dirs
+from ets.search import SearchError, prompt_overflow, prompt_text
+
+# The HTTP backends (ets.backends.http, which loads httpx) are imported only by runs against model servers.
 
 
 def register(subparsers) -> None:
@@ -83,8 +93,6 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
     if config is None:
         # no YAML: our defaults, with the prompt format the chosen backend speaks
         if "prompt_format" not in changes and "policy_model_type" not in changes and not args.policy_host:
-            from ets.backends.factory import default_prompt_format
-
             changes["prompt_format"] = default_prompt_format(scripted=args.scripted)
         return SearchConfig.from_dict(changes, source="command line")
     return SearchConfig.from_dict({**config.to_dict(), **changes}, source="command line")
@@ -127,7 +135,7 @@ def check_flags(args: argparse.Namespace, widths: list[int]) -> None:
             raise ConfigError(f"--scripted_delay: must be a number of seconds >= 0, got {args.scripted_delay}")
     for flag, hosts in (("--policy_host", args.policy_host), ("--reward_host", args.reward_host)):
         if hosts is not None:
-            from ets.backends.http.transport import split_hosts
+            from ets.backends.http.transport import split_hosts  # httpx: see the top
 
             try:
                 split_hosts(hosts)
@@ -142,8 +150,6 @@ def check_budgets(problems, config: SearchConfig) -> None:
     the reference does, but it is always a mistake in a run), and a prompt with more
     words than max_tokens: every tokenizer we serve splits at spaces, so a word is at
     least one token. The policy's exact count is checked again before the search starts."""
-    from ets.search import prompt_overflow, prompt_text
-
     if config.max_step_tokens > config.max_tokens:
         raise ConfigError(
             f"max_step_tokens ({config.max_step_tokens}) is larger than max_tokens ({config.max_tokens}), the budget "
@@ -157,8 +163,6 @@ def check_budgets(problems, config: SearchConfig) -> None:
 
 def checkpointed(runs: list[tuple[int, Path]], overwrite: bool) -> str:
     """How many problems are checkpointed and how to resume ('' when none is): the end of a stopped run's line."""
-    from ets.runner import checkpoint_files
-
     saved = sum(len(checkpoint_files(run_dir / "trees")) for _, run_dir in runs)
     if not saved:
         return ""
@@ -167,80 +171,80 @@ def checkpointed(runs: list[tuple[int, Path]], overwrite: bool) -> str:
     return f"; {saved} finished problem(s) are checkpointed in {where}: {again} to resume"
 
 
-def plan_runs(args: argparse.Namespace) -> tuple:
-    """Everything checked before any model loads: the config, the dataset, the budgets, the backends
-    asked for, and each width's run directory. Returns ``(config, problems, spec, runs, answers_name)``,
-    ``runs`` the ``(width, run directory)`` pairs."""
-    from ets.backends.factory import BackendSpec
-    from ets.datasets import DatasetError, load_problems
-    from ets.runner import RunDirError, check_writable, foreign_run, sweep_dirs
+@dataclass
+class RunPlan:
+    """What ``ets run`` is asked to do, every part checked before any model loads."""
 
+    config: SearchConfig
+    problems: list[Problem]
+    spec: BackendSpec
+    runs: list[tuple[int, Path]]  # (width, run directory), in the order they run
+    answers_name: str
+    resume: bool
+
+
+def plan_runs(args: argparse.Namespace) -> RunPlan:
+    """The config, the dataset, the prompts' budgets, the backends' flags and each run directory,
+    checked; raises ConfigError, DatasetError or RunDirError."""
+    config = resolve_config(args)
+    widths = args.width or [config.width]
+    check_flags(args, widths)
+    output_dir, answers_name = output_location(args, config)
+    problems = load_problems(args.input_path, args.num_samples)
+    check_budgets(problems, config)
+    spec = BackendSpec.from_args(args)
+    runs = list(zip(widths, sweep_dirs(output_dir, widths)))
+    dataset = Path(args.input_path)
+    for width, run_dir in runs:
+        if dataset.is_file() and dataset.resolve() == (run_dir / answers_name).resolve():
+            raise RunDirError(f"--output_path {run_dir / answers_name} is the dataset itself; choose another")
+        if not args.overwrite:
+            why = foreign_run(run_dir, problems, config.replace(width=width), answers_name)
+            if why:
+                raise RunDirError(why)
+        check_writable(run_dir, answers_name)
+    return RunPlan(config, problems, spec, runs, answers_name, resume=not args.overwrite)
+
+
+def run_on_ray(plan: RunPlan, address: str | None, num_workers: int | None, log: Callable[[str], None]) -> None:
+    """Each Ray worker builds its own backends from the spec; the driver loads no model."""
+    for width, run_dir in plan.runs:
+        summary = run_problems_ray(plan.problems, plan.config.replace(width=width), plan.spec, run_dir,
+                                   address=address, num_workers=num_workers, answers_name=plan.answers_name,
+                                   resume=plan.resume, progress=log)
+        report_run(summary, plan.answers_name)
+
+
+async def run_in_process(plan: RunPlan, log: Callable[[str], None]) -> None:
+    try:  # `kill PID` (SIGTERM) stops the run as Ctrl-C does: searches in flight cancelled, checkpoints whole
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    except (NotImplementedError, AttributeError):  # no such signal handling on this platform
+        pass
+    backends = build_backends(plan.spec, plan.config, log=log)
     try:
-        config = resolve_config(args)
-        widths = args.width or [config.width]
-        check_flags(args, widths)
-        output_dir, answers_name = output_location(args, config)
-        problems = load_problems(args.input_path, args.num_samples)  # checked before any model loads
-        check_budgets(problems, config)
-        spec = BackendSpec.from_args(args)
-        runs = list(zip(widths, sweep_dirs(output_dir, widths)))
-        dataset = Path(args.input_path)
-        for width, run_dir in runs:
-            if dataset.is_file() and dataset.resolve() == (run_dir / answers_name).resolve():
-                raise RunDirError(f"--output_path {run_dir / answers_name} is the dataset itself; choose another")
-            if not args.overwrite:
-                why = foreign_run(run_dir, problems, config.replace(width=width), answers_name)
-                if why:
-                    raise RunDirError(why)
-            check_writable(run_dir, answers_name)
-    except (ConfigError, DatasetError, RunDirError) as exc:
-        raise CommandError(str(exc), 2) from exc
-    return config, problems, spec, runs, answers_name
+        await backends.start()  # servers that do not answer, or serve another model, stop the run here
+        for width, run_dir in plan.runs:
+            summary = await run_problems(plan.problems, plan.config.replace(width=width), backends, run_dir,
+                                         answers_name=plan.answers_name, resume=plan.resume, progress=log)
+            report_run(summary, plan.answers_name)
+    finally:
+        await backends.aclose()
 
 
 def main(args: argparse.Namespace) -> int:
-    from ets.backends.base import BackendError
-    from ets.backends.factory import build_backends
-    from ets.runner import RunDirError, run_problems
-    from ets.search import SearchError
-
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    config, problems, spec, runs, answers_name = plan_runs(args)
+    try:
+        plan = plan_runs(args)
+    except (ConfigError, DatasetError, RunDirError) as exc:
+        raise CommandError(str(exc), 2) from exc
     if args.scripted:
         log("note: --scripted: a made-up policy and PRM stand in for the models; the answers mean nothing")
-    resume = not args.overwrite
-
-    def on_ray() -> None:
-        # each Ray worker builds its own backends from the spec; the driver loads no model
-        from ets.distributed import run_problems_ray
-
-        address = None if args.ray == "local" else args.ray
-        for width, run_dir in runs:
-            summary = run_problems_ray(problems, config.replace(width=width), spec, run_dir, address=address,
-                                       num_workers=args.ray_workers, answers_name=answers_name, resume=resume,
-                                       progress=log)
-            report_run(summary, answers_name)
-
-    async def in_process() -> None:
-        try:  # `kill PID` (SIGTERM) stops the run as Ctrl-C does: searches in flight cancelled, checkpoints whole
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
-        except (NotImplementedError, AttributeError):  # no such signal handling on this platform
-            pass
-        backends = build_backends(spec, config, log=log)
-        try:
-            await backends.start()  # servers that do not answer, or serve another model, stop the run here
-            for width, run_dir in runs:
-                summary = await run_problems(problems, config.replace(width=width), backends, run_dir,
-                                             answers_name=answers_name, resume=resume, progress=log)
-                report_run(summary, answers_name)
-        finally:
-            await backends.aclose()
-
+    runs = plan.runs
     try:
         if args.ray is not None:
-            on_ray()
+            run_on_ray(plan, None if args.ray == "local" else args.ray, args.ray_workers, log)
         else:
-            asyncio.run(in_process())
+            asyncio.run(run_in_process(plan, log))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:  # Ctrl-C, SIGTERM: searches in flight cancelled
         saved = checkpointed(runs, args.overwrite) or "; no problem had finished: run the same command to start again"
         if isinstance(exc, KeyboardInterrupt):

@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 
 from ets.cli import CommandError
-from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES
+from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES, Setting
+from ets.evaluate.answers import AnswersFileError, load_answers
+from ets.evaluate.evaluator import evaluate_settings
+from ets.evaluate.extract import answer_style
+from ets.evaluate.report import ReportError, build_report
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", "none"}
@@ -91,11 +95,6 @@ def check_output_path(path: str) -> None:
 
 
 def run_evaluate(args) -> int:
-    from ets.evaluate.aggregate import Setting
-    from ets.evaluate.answers import AnswersFileError, load_answers
-    from ets.evaluate.evaluator import evaluate_settings
-    from ets.evaluate.extract import answer_style
-
     if args.all:
         settings = list(ALL_SETTINGS)
     elif args.agg_func is None:
@@ -147,9 +146,6 @@ def run_evaluate(args) -> int:
 
 
 def run_report(args) -> int:
-    from ets.evaluate.answers import AnswersFileError
-    from ets.evaluate.report import ReportError, build_report
-
     try:
         report = build_report(args.runs, args.output, model_type=args.model_type, metric=args.metric)
     except (ReportError, AnswersFileError, ValueError) as exc:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from ets.formats import FORMATS
+
 INVALID = "[invalid]"
 
 # model types the reference evaluator knows; they get its exact rule
@@ -126,8 +128,6 @@ def answer_style(model_type: str) -> str:
     """``shepherd`` (the reference rule), ``answer_is``, ``boxed`` or ``auto``."""
     if model_type in REFERENCE_SHEPHERD_TYPES:
         return "shepherd"
-    from ets.formats import FORMATS
-
     fmt = FORMATS.get(model_type)
     if fmt is None:
         return "auto"

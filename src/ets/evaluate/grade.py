@@ -36,6 +36,9 @@ from fractions import Fraction
 
 from ets.evaluate.extract import INVALID
 
+# math_verify and sympy (about 0.3 s to import) are imported where used: plain numbers are
+# decided without them, so many gradings never load them.
+
 _NUMBER_RE = re.compile(r"-?(?:\d+\.?\d*|\.\d+)")
 _SURELY_APART = Fraction(1, 10**5)
 

@@ -27,6 +27,7 @@ from ets.evaluate.answers import load_answers
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.grade import Grader, default_grader
 from ets.evaluate.intervals import paired_difference, wilson_interval
+from ets.stats import STATS_LOG_LABELS
 
 # figure geometry: 6.4 x 4.8 inches at 100 dpi -> 640 x 480 pixels
 FIGSIZE = (6.4, 4.8)
@@ -41,13 +42,8 @@ PLOTS = (
 
 STAT_FIELDS = ("kv_cache_size", "prompt_tokens_reused", "tokens_generated", "model_calls", "time")
 
-# stats.log line label -> field
-STATS_LOG_KEYS = {
-    "total kv cache size": "kv_cache_size",
-    "number of model calls": "model_calls",
-    "number of tokens generated": "tokens_generated",
-    "time": "time",
-}
+# stats.log line label, lower case (read case-insensitively) -> field
+STATS_LOG_KEYS = {label.lower(): name for name, label in STATS_LOG_LABELS.items()}
 
 METHOD_LABELS = {
     "softmax_costmodel": "ETS",
@@ -170,9 +166,8 @@ def read_stats_log(path: str | Path) -> dict[str, int | float]:
             stats[key] = _number(value, path, line)
     missing = [label for label, key in STATS_LOG_KEYS.items() if key not in stats]
     if missing:
-        raise ReportError(f"{path}: missing line(s) {', '.join(repr(m) for m in missing)} "
-                          "(expected 'Total KV cache size: N', 'Number of Model Calls: N', "
-                          "'Number of Tokens Generated: N', 'Time: S')")
+        expected = ", ".join(f"'{label}: {'S' if name == 'time' else 'N'}'" for name, label in STATS_LOG_LABELS.items())
+        raise ReportError(f"{path}: missing line(s) {', '.join(repr(m) for m in missing)} (expected {expected})")
     return stats
 
 

@@ -8,10 +8,10 @@ from ets.selection.common import SelectionParams, descending_order
 from ets.tree import Tree
 
 
-def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
-    beams = params.fixedwidth if params.fixedwidth > 0 else math.ceil(math.sqrt(width))
+def allocate(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> dict[int, int]:
+    beams = params.fixedwidth if params.fixedwidth > 0 else math.ceil(math.sqrt(remaining))
     depth = tree[candidates[0]].depth
-    # the root alone is expanded straight to the whole width
-    per_beam = width if depth == 0 else math.ceil(width / beams)
+    # the root alone is expanded straight to the whole remaining width
+    per_beam = remaining if depth == 0 else math.ceil(remaining / beams)
     order = descending_order([tree[c].score for c in candidates])
     return {candidates[i]: (per_beam if rank < beams else 0) for rank, i in enumerate(order)}

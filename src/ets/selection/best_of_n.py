@@ -1,4 +1,4 @@
-"""Best-of-N (``best_of_n``): ``width`` independent samples, each run to its end.
+"""Best-of-N (``best_of_n``): ``remaining`` independent samples, each run to its end.
 
 The root is expanded into the whole width; after that every unfinished
 trajectory gets exactly one child, so nothing is pruned and every sample
@@ -11,7 +11,7 @@ from ets.selection.common import SelectionParams
 from ets.tree import Tree
 
 
-def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
+def allocate(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> dict[int, int]:
     if tree[candidates[0]].depth == 0:
-        return {candidates[0]: width}
+        return {candidates[0]: remaining}
     return {c: 1 for c in candidates}

@@ -9,6 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ets.config import SearchConfig
+
 # How close W * w_i / S must be to an integer to count as that integer: the
 # reference's float32 ceilings sometimes land a hair above one (docs/algorithm.md#rebase-softmax-allocation).
 CEIL_TOLERANCE = 1e-9
@@ -16,42 +18,46 @@ CEIL_TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class SelectionParams:
+    """The one parameter type of every selection method: the keys of a
+    :class:`~ets.config.SearchConfig` that selection reads. A search builds it once from its
+    config (:meth:`from_config`); a plain mapping of those keys, as a config file writes them,
+    goes through :meth:`from_mapping`, which checks it as a config file is checked."""
+
     softmax_temperature: float = 0.2
     lambdac: float = 1.0
     lambdas: float = 0.0
     fixedwidth: int = -1
-    width: int | None = None  # the configured width (dvts sizes its subtrees from it)
+    width: int | None = None  # the configured width (dvts sizes its subtrees from it); None: the remaining width
     max_tokens: float = math.inf  # dvts: which nodes of a subtree have retired
     ilp_solver: str = "highs"
 
     @classmethod
-    def of(cls, params: Any) -> "SelectionParams":
-        if isinstance(params, SelectionParams):
-            return params
-        if not isinstance(params, Mapping):  # a SearchConfig: already checked
-            return cls._known(params.to_dict())
+    def from_config(cls, config: SearchConfig) -> "SelectionParams":
+        """A config's selection keys (the config checked them when it was made)."""
+        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any]) -> "SelectionParams":
+        """The keys of ``params`` that selection reads, after the checks of a config file (a
+        misspelled key is an error, not a default). A mapping already checked is remembered."""
+        if not isinstance(params, Mapping):
+            raise TypeError(f"selection params: expected SelectionParams or a mapping of its keys, got "
+                            f"{type(params).__name__} (for a SearchConfig: SelectionParams.from_config)")
         try:
             key = frozenset((k, type(v), v) for k, v in params.items())
         except TypeError:  # an unhashable value: no memo (the check below refuses it anyway)
             key = None
         if key in _CHECKED:
             return _CHECKED[key]
-        from ets.config import SearchConfig
-
-        # the same keys and checks as a config file (a misspelled key is an error, not a default)
         SearchConfig.from_dict({k: v for k, v in params.items() if v is not None}, source="selection params")
-        checked = cls._known(params)
+        known = cls.__dataclass_fields__
+        checked = cls(**{k: v for k, v in params.items() if k in known and v is not None})
         if key is not None and len(_CHECKED) < _CHECKED_MAX:
             _CHECKED[key] = checked
         return checked
 
-    @classmethod
-    def _known(cls, params: Mapping) -> "SelectionParams":
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in params.items() if k in known and v is not None})
 
-
-# Parameter dicts already checked (a SearchConfig per call costs as much as solving a small program).
+# Parameter mappings already checked (a SearchConfig per call costs as much as solving a small program).
 _CHECKED: dict[frozenset, SelectionParams] = {}
 _CHECKED_MAX = 256
 
@@ -73,8 +79,8 @@ def descending_order(weights: Sequence[float], later_first: bool = True) -> list
     return np.argsort(negated, kind="stable").tolist()
 
 
-def softmax_walk(log_weights: Sequence[float], width: int, later_first: bool = True) -> tuple[list[int], list[int]]:
-    """REBASE's allocation of ``width`` over candidates with weights ``exp(log_weights)``.
+def softmax_walk(log_weights: Sequence[float], remaining: int, later_first: bool = True) -> tuple[list[int], list[int]]:
+    """REBASE's allocation of the ``remaining`` width over candidates with weights ``exp(log_weights)``.
 
     Walks the candidates from the heaviest: ``n_i = ceil(W * w_i / S)``, then
     ``W -= n_i`` and ``S -= w_i``. Returns (order, counts in that order).
@@ -89,16 +95,16 @@ def softmax_walk(log_weights: Sequence[float], width: int, later_first: bool = T
     mass = [math.exp(w - top) if w != -math.inf else 0.0 for w in ordered]
     suffix = list(itertools.accumulate(reversed(mass)))[::-1]
     counts = [0] * len(mass)
-    remaining = width
+    left = remaining
     for position, weight in enumerate(mass):
-        if remaining <= 0 or weight <= 0:
+        if left <= 0 or weight <= 0:
             break  # the rest get nothing: no width left, or no weight (sorted, so neither have the rest)
-        n = min(ceil_snapped(remaining * weight / suffix[position]), remaining)
+        n = min(ceil_snapped(left * weight / suffix[position]), left)
         counts[position] = n
-        remaining -= n
+        left -= n
     return order, counts
 
 
-def softmax_allocation(scores: Sequence[float], width: int, temperature: float,
+def softmax_allocation(scores: Sequence[float], remaining: int, temperature: float,
                        later_first: bool = True) -> tuple[list[int], list[int]]:
-    return softmax_walk([s / temperature for s in scores], width, later_first)
+    return softmax_walk([s / temperature for s in scores], remaining, later_first)

@@ -23,10 +23,10 @@ from ets.selection.common import SelectionParams
 from ets.tree import Tree
 
 
-def num_subtrees(params: SelectionParams, width: int) -> int:
+def num_subtrees(params: SelectionParams, remaining: int) -> int:
     if params.fixedwidth > 0:
         return params.fixedwidth
-    return math.ceil(math.sqrt(params.width if params.width else width))
+    return math.ceil(math.sqrt(params.width if params.width else remaining))
 
 
 def depth_one_groups(candidates: list[int], subtrees: int) -> list[list[int]]:
@@ -62,9 +62,9 @@ def subtree_of_depth_one(tree: Tree, params: SelectionParams, subtrees: int) -> 
     return owner
 
 
-def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
-    configured = params.width if params.width else width
-    subtrees = num_subtrees(params, width)
+def allocate(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> dict[int, int]:
+    configured = params.width if params.width else remaining
+    subtrees = num_subtrees(params, remaining)
     subtree_width = configured // subtrees
     depth = tree[candidates[0]].depth
     if depth == 0:
@@ -77,12 +77,12 @@ def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionPar
         return alloc
 
     owner = subtree_of_depth_one(tree, params, subtrees)
-    remaining = [subtree_width] * subtrees
+    subtree_left = [subtree_width] * subtrees  # each subtree's width less the trajectories it finished
     for node in tree.nodes:
         if 2 <= node.depth <= depth and tree.is_retired(node.id, params.max_tokens):
             group = owner.get(tree.ancestor_at_depth(node.id, 1))
             if group is not None:
-                remaining[group] -= 1
+                subtree_left[group] -= 1
 
     by_parent: dict[int, list[int]] = {}
     for c in candidates:
@@ -91,5 +91,5 @@ def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionPar
     alloc = {}
     for c in candidates:
         group = owner.get(tree.ancestor_at_depth(c, 1))
-        alloc[c] = max(remaining[group], 0) if c in kept and group is not None else 0
+        alloc[c] = max(subtree_left[group], 0) if c in kept and group is not None else 0
     return alloc

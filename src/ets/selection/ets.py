@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -44,7 +46,7 @@ class KeepProblem:
     ``N..N+M-1`` their ancestors (in the order the reference numbers them), ``N+M`` stands
     above the root."""
 
-    outcome: np.ndarray  # O_i, the candidates' softmax shares of the width
+    outcome: np.ndarray  # O_i, the candidates' softmax shares of the remaining width
     node_weight: float  # c: the weight of keeping any node (a candidate or an ancestor)
     cluster_weight: float  # b: the bonus of covering a cluster (0 without the diversity term)
     labels: np.ndarray | None  # cluster of each candidate, or None
@@ -93,6 +95,7 @@ def cluster_labels(embeddings: np.ndarray) -> np.ndarray:
     cluster only if a chain of pairs within the cut joins them, so the linkage runs within
     each such group alone, and not at all in a group whose pairs are all within the cut
     (one cluster, whatever the merge order)."""
+    # scipy's clustering loads only when the diversity term is on (lambdas > 0)
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
 
@@ -139,7 +142,7 @@ def joined(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         group = lowered
 
 
-def build_problem(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> KeepProblem:
+def build_problem(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> KeepProblem:
     n = len(candidates)
     nodes = tree.nodes
     index: dict[int, int] = {}  # ancestor tree id -> node number, in first-seen order as the reference numbers them
@@ -157,7 +160,7 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
     # outcome: each candidate's share of a softmax allocation over all candidates
     # the reference sorts these with sorted(..., reverse=True): equal scores keep their order
     scores = [nodes[c].score for c in candidates]
-    order, counts = softmax_allocation(scores, width, params.softmax_temperature, later_first=False)
+    order, counts = softmax_allocation(scores, remaining, params.softmax_temperature, later_first=False)
     shares = np.zeros(n)
     shares[order] = counts
     outcome = shares / shares.sum()
@@ -175,9 +178,11 @@ def build_problem(tree: Tree, candidates: list[int], width: int, params: Selecti
     return KeepProblem(outcome, node_weight, cluster_weight, labels, parent, depth, rank)
 
 
-# --- the default: exact, in-process ---
+# --- the default (``ilp_solver: highs``): exact, in-process ---
 
-def solve_highs(problem: KeepProblem) -> np.ndarray:
+def solve_by_dynamic_program(problem: KeepProblem) -> np.ndarray:
+    """The keep-set by the dynamic programs of :mod:`ets.selection.keep_solver`; HiGHS as a MILP
+    only where the clusters contested grow past that module's limits."""
     base = problem.outcome + problem.node_weight
     if problem.labels is None:
         return best_subtree(problem.shape, base).keep
@@ -202,7 +207,7 @@ class Milp:
 
 
 def to_milp(problem: KeepProblem) -> Milp:
-    from scipy.sparse import csr_matrix
+    from scipy.sparse import csr_matrix  # loaded only by the MILP solvers, not by the default
 
     n, m, k = problem.num_candidates, problem.num_ancestors, problem.num_clusters
     objective = np.concatenate([
@@ -232,14 +237,11 @@ _HIGHS_GREETED = False
 def new_highs():
     """A HiGHS instance. The library prints a banner on stdout when the first one is made in a
     process; that one is made with stdout pointed away, so runs and benches print only their own."""
-    import highspy
+    import highspy  # the fallback and highs-milp only: the default rarely needs it
 
     global _HIGHS_GREETED
     if _HIGHS_GREETED:
         return highspy.Highs()
-    import os
-    import sys
-
     sys.stdout.flush()
     saved = os.dup(1)
     try:
@@ -255,7 +257,7 @@ def new_highs():
 
 def solve_highs_milp(problem: KeepProblem) -> np.ndarray:
     """HiGHS in-process, one thread (its thread pool costs more than these small programs)."""
-    import highspy
+    import highspy  # as in new_highs: loaded only when a MILP is solved
 
     problem = to_milp(problem)
 
@@ -311,12 +313,13 @@ def solve_cbc(problem: KeepProblem) -> np.ndarray:
     return np.array([round(var.value() or 0) == 1 for var in v[: problem.num_candidates]])
 
 
-SOLVERS = {"highs": solve_highs, "highs-milp": solve_highs_milp, "cbc": solve_cbc}
+# ilp_solver -> solver; the default keeps the name users write ("highs"), though HiGHS is only its fallback
+SOLVERS = {"highs": solve_by_dynamic_program, "highs-milp": solve_highs_milp, "cbc": solve_cbc}
 
 
-def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
-    problem = build_problem(tree, candidates, width, params, embedder)
+def allocate(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> dict[int, int]:
+    problem = build_problem(tree, candidates, remaining, params, embedder)
     keep = SOLVERS[params.ilp_solver](problem)
     weights = [tree[c].score / params.softmax_temperature if kept else -math.inf for c, kept in zip(candidates, keep)]
-    order, counts = softmax_walk(weights, width)
+    order, counts = softmax_walk(weights, remaining)
     return {candidates[i]: n for i, n in zip(order, counts)}

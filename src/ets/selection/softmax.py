@@ -6,7 +6,7 @@ from ets.selection.common import SelectionParams, softmax_allocation
 from ets.tree import Tree
 
 
-def allocate(tree: Tree, candidates: list[int], width: int, params: SelectionParams, embedder=None) -> dict[int, int]:
+def allocate(tree: Tree, candidates: list[int], remaining: int, params: SelectionParams, embedder=None) -> dict[int, int]:
     scores = [tree[c].score for c in candidates]
-    order, counts = softmax_allocation(scores, width, params.softmax_temperature)
+    order, counts = softmax_allocation(scores, remaining, params.softmax_temperature)
     return {candidates[i]: n for i, n in zip(order, counts)}

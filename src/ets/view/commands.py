@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from ets.evaluate.answers import AnswersFileError
+from ets.view.data import ViewError
+from ets.view.page import build_view
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -25,10 +29,6 @@ def register(subparsers) -> None:
 
 
 def run_view(args) -> int:
-    from ets.evaluate.answers import AnswersFileError
-    from ets.view.data import ViewError
-    from ets.view.page import build_view
-
     if len(args.runs) > 2:
         print(f"ets view: one or two run directories, not {len(args.runs)}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ets.evaluate.aggregate import Setting
-from ets.evaluate.evaluator import evaluate_settings
+from ets.evaluate.evaluator import ProblemResult, evaluate_settings
 from ets.evaluate.extract import extract_answer
 from ets.evaluate.grade import Grader, default_grader
 from ets.evaluate.report import METHOD_LABELS, model_type_of
@@ -91,6 +91,30 @@ def node_states(tree: Tree, chosen: Sequence[Selection], max_tokens: float) -> l
         for node_id, k in zip(sel.candidates, sel.allocation):
             state[node_id] = EXPANDED if k else PRUNED
     return state
+
+
+def node_columns(tree: Tree, states: list[str]) -> dict[str, list]:
+    """The page's nodes: one list per field, indexed by node id."""
+    return {
+        "parent": [n.parent_id for n in tree.nodes],
+        "depth": [n.depth for n in tree.nodes],
+        "score": [n.score for n in tree.nodes],
+        "step": [n.step for n in tree.nodes],
+        "tokens": [n.num_step_tokens for n in tree.nodes],
+        "cum_tokens": [n.cum_tokens for n in tree.nodes],
+        "state": states,
+    }
+
+
+def pick_payload(result: ProblemResult, leaves: list[int]) -> dict[str, Any]:
+    """What an aggregation picked (one problem's evaluator result), for the page: the leaf node, its
+    answer and verdict, and the vote totals of a majority vote."""
+    return {
+        "node": leaves[result.picked] if result.picked is not None else None,
+        "answer": result.answer,
+        "correct": result.correct,
+        **({"votes": [[rep, total] for rep, total in result.votes]} if result.votes is not None else {}),
+    }
 
 
 def _read_json(path: Path) -> Any:
@@ -201,14 +225,7 @@ class RunView:
         answers = [extract_answer(t.get("text"), self.model_type) for t in trajectories]
         verdicts = [self.grader.is_correct(a, ground_truth) for a in answers]
 
-        picks = {}
-        for key, result in decided.items():
-            picks[key] = {
-                "node": leaves[result.picked] if result.picked is not None else None,
-                "answer": result.answer,
-                "correct": result.correct,
-                **({"votes": [[rep, total] for rep, total in result.votes]} if result.votes is not None else {}),
-            }
+        picks = {key: pick_payload(result, leaves) for key, result in decided.items()}
         stats = data.get("stats") or {}
         kv_derived = sum(s.kv for s in chosen)
         depth = max(n.depth for n in tree.nodes)
@@ -217,15 +234,7 @@ class RunView:
             "question": entry.get("question", ""),
             "ground_truth": ground_truth,
             "ground_truth_raw": entry.get("ground_truth_answer"),
-            "nodes": {  # one list per field, indexed by node id
-                "parent": [n.parent_id for n in tree.nodes],
-                "depth": [n.depth for n in tree.nodes],
-                "score": [n.score for n in tree.nodes],
-                "step": [n.step for n in tree.nodes],
-                "tokens": [n.num_step_tokens for n in tree.nodes],
-                "cum_tokens": [n.cum_tokens for n in tree.nodes],
-                "state": states,
-            },
+            "nodes": node_columns(tree, states),
             "leaves": {str(node_id): {"answer": a, "correct": ok, "trajectory": i}
                        for i, (node_id, a, ok) in enumerate(zip(leaves, answers, verdicts))},
             "selections": [s.to_dict() for s in chosen],

@@ -12,10 +12,13 @@ from __future__ import annotations
 import html
 import json
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from ets import __version__
+from ets.evaluate.grade import default_grader
 from ets.view.data import RunView, ViewError
 
 ASSETS = "assets"
@@ -51,8 +54,6 @@ def match_problems(runs: Sequence[RunView]) -> list[tuple[str, list[int | None]]
 
 
 def render_page(runs: Sequence[RunView], initial: str | None = None) -> str:
-    from ets import __version__
-
     if not 1 <= len(runs) <= 2:
         raise ViewError(f"one or two runs, not {len(runs)}")
     problems = []
@@ -91,8 +92,6 @@ def render_page(runs: Sequence[RunView], initial: str | None = None) -> str:
 def build_view(run_dirs: Sequence[str | Path], output: str | Path, *, problem_ids: Sequence[str] | None = None,
                model_type: str | None = None, grader=None) -> tuple[Path, list[RunView]]:
     """Read one or two run directories and write the page to ``output``."""
-    from ets.evaluate.grade import default_grader
-
     grader = grader or default_grader()  # shared: the runs' answers are graded once
     runs = [RunView(d, grader=grader, problem_ids=problem_ids, model_type=model_type) for d in run_dirs]
     out = Path(output)
@@ -107,8 +106,6 @@ def report_views(runs: Sequence[tuple[Path, str, int | None]], output: str | Pat
     width): per width, the two runs side by side where exactly two ran it, else
     a page per run. Runs without trees (the reference's) get none; a run that
     cannot be read is skipped with a warning. Returns (title, page) pairs."""
-    import sys
-
     by_width: dict[int | None, list[tuple[Path, str, int | None]]] = {}
     for run in runs:
         if any((Path(run[0]) / "trees").glob("q*.json")):
