@@ -178,10 +178,7 @@ async def main_async(args) -> dict:
                 rows.append(await run_method(name, width, problems, base, backends, out, model_type))
                 print(f"{name} width {width}: done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     finally:
-        for model in (backends.policy, backends.reward):
-            close = getattr(model, "close", None)
-            if close is not None:
-                close()
+        backends.close()
     ratio_rows, greedy_rows = ratios(rows), versus_greedy(rows)
     print(f"{len(problems)} problems of {dataset}; config {args.config if not args.quick else 'scripted toy world'}; "
           f"seed {base.seed}")

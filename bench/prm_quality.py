@@ -40,6 +40,7 @@ from ets.backends.arithmetic import (  # noqa: E402
     FEATURES, WEIGHTS, ArithmeticPRM, answer_value, equations_in, logistic, numbers_in, path_features, question_numbers,
 )
 from ets.backends.base import Context  # noqa: E402
+from ets.backends.llamacpp import build_llamacpp_judge  # noqa: E402
 from ets.evaluate import evaluate_settings, extract_answer, extract_ground_truth  # noqa: E402
 from ets.evaluate.grade import default_grader  # noqa: E402
 from ets.formats import get_format  # noqa: E402
@@ -192,9 +193,7 @@ def picks(problems, score_fn) -> dict[str, float]:
 
 
 def judge_scores(rows) -> list[float]:
-    from ets.backends.llamacpp import LlamaCppJudge
-
-    judge = LlamaCppJudge(format="small_instruct")
+    judge = build_llamacpp_judge(format="small_instruct")
     prompt = get_format("small_instruct").prompt
     contexts = [Context(q, prompt(q), tuple(s)) for q, s, _, _ in rows]
     try:

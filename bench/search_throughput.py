@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from ets.backends.base import Backends  # noqa: E402
 from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
-from ets.backends.llamacpp import LlamaCppJudge, LlamaCppPolicy, default_threads  # noqa: E402
+from ets.backends.llamacpp import LlamaCppPolicy, build_llamacpp_judge, default_threads  # noqa: E402
 from ets.backends.scripted import ScriptedReward  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
@@ -49,7 +49,7 @@ def build_modes(config: SearchConfig) -> dict[str, Backends]:
     return {
         "old way (self-judge)": Backends(
             LlamaCppPolicy(seed=seed, n_threads=default_threads(shared=True), n_batch_seqs=16),
-            LlamaCppJudge(format=config.format_name, n_threads=default_threads(shared=True)), today.embedder),
+            build_llamacpp_judge(format=config.format_name, n_threads=default_threads(shared=True)), today.embedder),
         "today (arithmetic PRM)": today,
         "policy alone": Backends(today.policy, ScriptedReward(lambda question, steps: 0.5), None),
     }
@@ -77,9 +77,7 @@ async def main_async(args) -> None:
                 print(f"round {number + 1}/{len(rounds)} {name}: {summary.stats.tokens_generated} tokens in "
                       f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
     for backends in modes.values():
-        for model in (backends.policy, backends.reward):
-            if hasattr(model, "close"):
-                model.close()
+        backends.close()
     print(f"whole ETS search ({args.config}, width {config.width}, lambdas {config.lambdas}), "
           f"{len(problems)} problems of {args.dataset}, {os.cpu_count()} cores, {config.num_threads} problems at once "
           f"(old way: {OLD_NUM_THREADS})")

@@ -18,7 +18,8 @@ import pytest
 
 from ets.backends.base import BackendError, Context
 from ets.backends.http import make_reward, parse_pooling_score, parse_sglang_score
-from ets.backends.http.reward import PRM_SPECS, qwen_prm_text, rlhflow_text
+from ets.backends.http.reward import PRM_SPECS
+from ets.backends.prm_families import qwen_prm_text, rlhflow_text
 from standins.servers import StandinServer, run, unit
 
 Q = "What is 2+3?"

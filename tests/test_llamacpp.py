@@ -20,12 +20,12 @@ except BackendError as e:  # pragma: no cover - depends on the install
 
 from ets.backends.llamacpp import (  # noqa: E402
     DEFAULT_FORMAT,
-    LlamaCppJudge,
     LlamaCppPolicy,
     TokenLogitPRM,
-    _find_stop,
+    build_llamacpp_judge,
     load_model,
 )
+from ets.backends.llamacpp.policy import _find_stop  # noqa: E402
 
 FMT = get_format(DEFAULT_FORMAT)
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have now?"
@@ -44,7 +44,7 @@ def policy():
 
 @pytest.fixture(scope="module")
 def judge():
-    j = LlamaCppJudge(n_ctx=2048)
+    j = build_llamacpp_judge(n_ctx=2048)
     yield j
     j.close()
 

@@ -48,11 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ets.backends.base import BackendError
+from ets.backends.base import BackendError, Backends
 from ets.backends.factory import BackendSpec, build_backends
 from ets.config import SearchConfig
 from ets.datasets import Problem
-from ets.backends.base import Backends
 from ets.runner import RunSummary, RunWriter
 from ets.search import SearchError, search
 
@@ -121,15 +120,16 @@ class SearchWorker:
     async def setup(self) -> dict[str, Any]:
         """Build the backends (once); return the description, or the failure, and the node."""
         if self.backends is None:
+            backends = None
             try:
-                self.backends = self.backend_factory(self.spec, self.config)
+                backends = self.backend_factory(self.spec, self.config)
                 # HTTP backends check their servers (reachable from this node? the right model?) before any problem
-                for backend in (self.backends.policy, self.backends.reward):
-                    if hasattr(backend, "start"):
-                        await backend.start()
+                await backends.start()
             except (BackendError, SearchError) as exc:
-                self.backends = None
+                if backends is not None:
+                    await backends.aclose()  # the connections its server checks opened
                 return {"node": self.node, "error": failure(exc)}
+            self.backends = backends
         return {"node": self.node, "description": self.backends.description}
 
     async def search(self, problem: Problem) -> dict[str, Any]:
@@ -147,10 +147,8 @@ class SearchWorker:
 
     async def close(self) -> None:
         """Close the HTTP connections of this worker's loop (no-op for other backends)."""
-        if self.spec.policy_hosts or self.spec.reward_hosts:
-            from ets.backends.http import aclose_all
-
-            await aclose_all()
+        if self.backends is not None:
+            await self.backends.aclose()
 
 
 # ---------------------------------------------------------------------- driver side
@@ -224,27 +222,14 @@ def run_problems_ray(
     log = progress or (lambda message: None)
     where = start_ray(ray, address)
 
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    if num_workers is not None and num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    wanted = num_workers if num_workers is not None else max(1, int(cpus))
-    count = max(1, min(wanted, len(problems)))
-    # one CPU each when they fit; otherwise share, so asking for more workers than CPUs never hangs
-    actor_cpus = min(1.0, cpus / count) if cpus > 0 else 0
-    remote_cls = ray.remote(SearchWorker)
-    workers = [
-        _Worker(i, remote_cls.options(num_cpus=actor_cpus, scheduling_strategy="SPREAD",
-                                      max_concurrency=max(8, 2 * config.num_threads))
-                .remote(i, spec, config, backend_factory))
-        for i in range(count)
-    ]
+    workers = _spawn_workers(ray, num_workers, len(problems), spec, config, backend_factory)
     pending: dict[Any, tuple[_Worker, Problem]] = {}
     try:
         description = _setup(ray, workers, log)
         writer = RunWriter(run_dir, config, description, problems, answers_name=answers_name, progress=progress)
         writer.started, writer.started_at = started, started_at  # the run's wall time includes Ray's start
         todo = writer.resume(enabled=resume)
-        used = max(1, min(count, len(todo)))
+        used = max(1, min(len(workers), len(todo)))
         _kill(ray, workers[used:])  # a resumed run may need fewer workers
         log(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "
             f"{config.num_threads} problems at once each")
@@ -255,6 +240,25 @@ def run_problems_ray(
         _kill(ray, workers)
     return writer.finish(extra={"distributed": {"ray_address": where, "workers": used,
                                                 "nodes": sorted({w.node for w in workers[:used]})}})
+
+
+def _spawn_workers(ray, num_workers: int | None, num_problems: int, spec: BackendSpec, config: SearchConfig,
+                   backend_factory: Callable[[BackendSpec, SearchConfig], Backends] | None) -> list[_Worker]:
+    """The worker actors: ``num_workers`` (default: the cluster's CPUs), never more than there are problems."""
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    if num_workers is not None and num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    wanted = num_workers if num_workers is not None else max(1, int(cpus))
+    count = max(1, min(wanted, num_problems))
+    # one CPU each when they fit; otherwise share, so asking for more workers than CPUs never hangs
+    actor_cpus = min(1.0, cpus / count) if cpus > 0 else 0
+    remote_cls = ray.remote(SearchWorker)
+    return [
+        _Worker(i, remote_cls.options(num_cpus=actor_cpus, scheduling_strategy="SPREAD",
+                                      max_concurrency=max(8, 2 * config.num_threads))
+                .remote(i, spec, config, backend_factory))
+        for i in range(count)
+    ]
 
 
 def _setup(ray, workers: list[_Worker], log: Callable[[str], None], every: float = 60.0) -> dict[str, Any]:

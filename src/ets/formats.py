@@ -24,6 +24,9 @@ LLAMA3_SYSTEM_PROMPT = (
     "Where [answer] is just the final number or expression that solves the problem."
 )
 
+# Qwen2.5-Math's system prompt: the qwen policy format and the Qwen PRM's input both open with it
+QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -39,6 +42,11 @@ class PromptFormat:
 
 
 FORMATS: dict[str, PromptFormat] = {}
+
+
+def _literal(text: str) -> str:
+    """``text`` inside a ``str.format`` template, its braces kept as they are."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def register(fmt: PromptFormat) -> PromptFormat:
@@ -66,7 +74,7 @@ register(replace(LLEMMA, name="mistral",
 register(PromptFormat(
     name="llama",
     template=(
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + LLAMA3_SYSTEM_PROMPT.replace("{", "{{").replace("}", "}}")
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n" + _literal(LLAMA3_SYSTEM_PROMPT)
         + "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
     ),
@@ -78,7 +86,7 @@ register(PromptFormat(
 register(PromptFormat(
     name="qwen",
     template=(
-        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{{}}.<|im_end|>\n"
+        "<|im_start|>system\n" + _literal(QWEN_SYSTEM_PROMPT) + "<|im_end|>\n"
         "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     ),
     stop=("\n\n",),

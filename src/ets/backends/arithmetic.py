@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from ets.backends.base import Context
+from ets.backends.base import Context, Reward
 
 # --- numbers -------------------------------------------------------------------
 
@@ -322,7 +322,7 @@ def logistic(features: dict[str, float], weights: dict[str, float]) -> float:
     return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
-class ArithmeticPRM:
+class ArithmeticPRM(Reward):
     """The model-free PRM above, as a :class:`~ets.backends.base.Reward` backend."""
 
     mode = "arithmetic"

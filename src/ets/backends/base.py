@@ -4,7 +4,9 @@ The loop never talks to a model directly: it hands a :class:`Context` (the
 question, the formatted root prompt and the steps so far) to a policy, which
 samples next steps, and to a reward model, which scores the newest step.
 Every backend (scripted, in-process llama.cpp, HTTP servers) implements these
-protocols, so the loop is the same whatever serves the models.
+protocols, so the loop is the same whatever serves the models. A backend
+subclasses :class:`Policy` or :class:`Reward` to inherit the no-op lifecycle
+steps (:class:`Lifecycle`) it does not need.
 """
 
 from __future__ import annotations
@@ -60,8 +62,24 @@ class Step:
     prompt_tokens_reused: int = 0
 
 
+class Lifecycle(Protocol):
+    """What a run does with a backend around its searches. Every step is a no-op unless the
+    backend overrides it, so a backend that needs none of them inherits these."""
+
+    async def start(self) -> None:
+        """Before the first problem: fail fast when the model is not there (a model server that
+        does not answer, or serves another model). A backend also starts on first use."""
+
+    async def aclose(self) -> None:
+        """Before the event loop ends: close what the backend holds in it (HTTP connections).
+        The backend still works in a later loop; in-process models keep running."""
+
+    def close(self) -> None:
+        """Free the model (an in-process llama.cpp context); the backend is unusable afterwards."""
+
+
 @runtime_checkable
-class Policy(Protocol):
+class Policy(Lifecycle, Protocol):
     """Samples next steps for a node; all ``n`` samples share its prefix."""
 
     async def generate(self, context: Context, n: int, params: SamplingParams) -> list[Step]:
@@ -74,7 +92,7 @@ class Policy(Protocol):
 
 
 @runtime_checkable
-class Reward(Protocol):
+class Reward(Lifecycle, Protocol):
     """Scores the newest step of each context (a process reward model)."""
 
     async def score(self, contexts: Sequence[Context]) -> list[float | None]:
@@ -97,6 +115,21 @@ class Backends:
     reward: Reward
     embedder: Embedder | None = None
     description: dict = field(default_factory=dict)  # what serves the models, for run.json
+
+    async def start(self) -> None:
+        """Start the policy and the reward: unreachable servers, or the wrong model, stop a run here."""
+        for model in (self.policy, self.reward):
+            await model.start()
+
+    async def aclose(self) -> None:
+        """Close the policy's and the reward's connections in the running event loop."""
+        for model in (self.policy, self.reward):
+            await model.aclose()
+
+    def close(self) -> None:
+        """Free the policy's and the reward's models."""
+        for model in (self.policy, self.reward):
+            model.close()
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ets.backends.base import BackendError
+from ets.models import default_embedder_path
 
 __all__ = ["SentenceTransformerEmbedder", "load_embedder", "resolve_device"]
 
@@ -44,7 +45,6 @@ class SentenceTransformerEmbedder:
     def __init__(self, model: str | os.PathLike | None = None, device: str | int | None = None,
                  *, allow_download: bool = False, batch_size: int = 64):
         if model is None:
-            from ets.models import default_embedder_path
             model = default_embedder_path()
         self.model_name = str(model)
         self.device = resolve_device(device)

@@ -14,8 +14,12 @@ import argparse
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from ets.config import ConfigError, SearchConfig
+from ets.backends.arithmetic import ArithmeticPRM
 from ets.backends.base import Backends
+from ets.backends.embedder import load_embedder
+from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, TokenLogitPRM, build_llamacpp_judge, default_threads
+from ets.backends.scripted import HashingEmbedder, toy_world
+from ets.config import ConfigError, SearchConfig
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,7 @@ class BackendSpec:
 
 
 def default_prompt_format(scripted: bool) -> str:
-    if scripted:
-        return "raw"
-    from ets.backends.llamacpp import DEFAULT_FORMAT
-
-    return DEFAULT_FORMAT
+    return "raw" if scripted else DEFAULT_FORMAT
 
 
 def needs_embedder(config: SearchConfig) -> bool:
@@ -70,11 +70,7 @@ def build_embedder(config: SearchConfig, spec: BackendSpec):
     if not needs_embedder(config):
         return None
     if spec.scripted and not config.embed_model:
-        from ets.backends.scripted import HashingEmbedder
-
         return HashingEmbedder()
-    from ets.backends.embedder import load_embedder
-
     return load_embedder(config.embed_model, device=spec.embed_device)  # a GPU index (as the reference) or a torch device
 
 
@@ -99,36 +95,26 @@ def build_cpu_reward(spec: BackendSpec, config: SearchConfig):
     """The in-process PRM :func:`cpu_reward_kind` names."""
     kind = cpu_reward_kind(spec, config)
     if kind == "gguf":
-        from ets.backends.llamacpp import TokenLogitPRM
-
         return TokenLogitPRM(spec.reward_model, format=config.format_name)
     if kind == "judge":
-        from ets.backends.llamacpp import LlamaCppJudge
-
-        return LlamaCppJudge(format=config.format_name)
-    from ets.backends.arithmetic import ArithmeticPRM
-
+        return build_llamacpp_judge(format=config.format_name)
     return ArithmeticPRM()
 
 
 def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str], None] = lambda message: None) -> Backends:
     embedder = build_embedder(config, spec)
     if spec.scripted:
-        from ets.backends.scripted import toy_world
-
         policy, reward = toy_world(delay=spec.scripted_delay)
         return Backends(policy, reward, embedder, {"policy": "scripted toy world", "reward": "scripted toy world"})
 
     description = {}
     if spec.policy_hosts:
-        from ets.backends.http import make_policy
+        from ets.backends.http import make_policy  # httpx: loaded only by runs against model servers
 
         policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads,
                              **spec.timeouts())
         description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": spec.policy_model}
     else:
-        from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, default_threads
-
         if not spec.policy_model and config.format_name != DEFAULT_FORMAT:
             log(f"warning: the built-in CPU model is instruct-tuned for prompt_format {DEFAULT_FORMAT}; "
                 f"{config.format_name!r} will give it prompts it was not trained on (set --prompt_format {DEFAULT_FORMAT})")
@@ -139,7 +125,7 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
         log(f"policy: {policy.model_path} (llama.cpp, in-process)")
 
     if spec.reward_hosts:
-        from ets.backends.http import make_reward
+        from ets.backends.http import make_reward  # httpx: loaded only by runs against model servers
 
         reward = make_reward(list(spec.reward_hosts), api=spec.reward_api, reward_model_type=config.reward_model_type,
                              model=spec.reward_model, prompt_format=config.format_name, **spec.timeouts())

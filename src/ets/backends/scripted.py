@@ -10,10 +10,12 @@ import asyncio
 import hashlib
 from typing import Callable, Sequence
 
-from ets.backends.base import Context, SamplingParams, Step
+import numpy as np
+
+from ets.backends.base import Context, Policy, Reward, SamplingParams, Step
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(Policy):
     """``step_fn(question, steps, k) -> str`` is sample ``k`` of the step after ``steps``;
     ``token_fn(text) -> int`` counts tokens; each call waits ``delay`` seconds, as a slow model would."""
 
@@ -38,7 +40,7 @@ class ScriptedPolicy:
         return self.token_fn(text)
 
 
-class ScriptedReward:
+class ScriptedReward(Reward):
     """``score_fn(question, steps) -> float`` scores the newest of ``steps``."""
 
     def __init__(self, score_fn: Callable[[str, list[str]], float | None]):
@@ -81,8 +83,6 @@ class HashingEmbedder:
         self.dim = dim
 
     def encode(self, sentences: list[str], **_: object):
-        import numpy as np
-
         out = np.zeros((len(sentences), self.dim))
         for row, sentence in enumerate(sentences):
             for word in sentence.lower().split():

@@ -222,19 +222,13 @@ async def run_in_process(plan: RunPlan, log: Callable[[str], None]) -> None:
         pass
     backends = build_backends(plan.spec, plan.config, log=log)
     try:
-        # servers that do not answer, or serve another model, stop the run before any problem starts
-        for backend in (backends.policy, backends.reward):
-            if hasattr(backend, "start"):
-                await backend.start()
+        await backends.start()  # servers that do not answer, or serve another model, stop the run here
         for width, run_dir in plan.runs:
             summary = await run_problems(plan.problems, plan.config.replace(width=width), backends, run_dir,
                                          answers_name=plan.answers_name, resume=plan.resume, progress=log)
             report_run(summary, plan.answers_name)
     finally:
-        if plan.spec.policy_hosts or plan.spec.reward_hosts:
-            from ets.backends.http import aclose_all  # httpx: see the top
-
-            await aclose_all()
+        await backends.aclose()
 
 
 def main(args: argparse.Namespace) -> int:

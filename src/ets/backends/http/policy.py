@@ -29,38 +29,32 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ets.backends.base import BackendError, Context, SamplingParams, Step
-from ets.backends.http.transport import HostPool, StartsOnce
+from ets.backends.base import BackendError, Context, Policy, SamplingParams, Step
+from ets.backends.http.backend import HTTPBackend, served_model
+from ets.backends.http.transport import HostPool
 
 
-class OpenAICompletionsPolicy(StartsOnce):
+class OpenAICompletionsPolicy(HTTPBackend, Policy):
     """A :class:`~ets.backends.base.Policy` on ``/v1/completions`` of one or several servers."""
+
+    what = "policy"
 
     def __init__(self, pool: HostPool, *, model: str | None = None, use_n: bool = True,
                  request_logprobs: bool = True) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self.model = model
         self.use_n = use_n  # False: always k requests of n = 1
         self.request_logprobs = request_logprobs
         self.dialect: dict[str, str] = {}  # host -> "vllm" | "sglang" | "llamacpp" | "openai"
         self._no_n: set[str] = set()  # hosts seen ignoring n
 
-    @property
-    def hosts(self) -> list[str]:
-        return self.pool.hosts
-
     # ------------------------------------------------------------------ start
-    async def start(self) -> None:
+    async def check_servers(self) -> None:
         """Check every host answers and serves the configured model; fail fast, naming the URL."""
         served: dict[str, list[str]] = {}
         for host in self.pool.hosts:
-            try:
-                _, body = await self.pool.get("/v1/models", host=host, retries=1, timeout=self.pool.start_timeout)
-            except BackendError as exc:
-                raise BackendError(
-                    f"cannot reach the policy server ({exc.message}). Start one, e.g. "
-                    f"`ets serve policy --engine llamacpp --port PORT`, or fix --policy_host",
-                    where=host + "/v1/models") from None
+            body = await self.start_check("/v1/models", host=host,
+                                          serve="ets serve policy --engine llamacpp --port PORT")
             models = [m for m in (body.get("data") or []) if isinstance(m, dict)] if isinstance(body, dict) else []
             ids = [str(m.get("id")) for m in models]
             if not ids:
@@ -69,6 +63,10 @@ class OpenAICompletionsPolicy(StartsOnce):
             owners = {str(m.get("owned_by", "")).lower() for m in models}
             self.dialect[host] = ("vllm" if "vllm" in owners else "sglang" if "sglang" in owners
                                   else "llamacpp" if "me" in owners or "llamacpp" in owners else "openai")
+        self.model = self._model_served(served)
+
+    def _model_served(self, served: dict[str, list[str]]) -> str:
+        """The model to ask for: the configured one as the servers name it, or the one they all serve."""
         if self.model is None:
             first = served[self.pool.hosts[0]][0]
             others = [h for h in self.pool.hosts[1:] if first not in served[h]]
@@ -77,26 +75,23 @@ class OpenAICompletionsPolicy(StartsOnce):
                     f"the policy servers serve different models: {self.pool.hosts[0]} serves {first!r}, "
                     f"{others[0]} serves {served[others[0]]}; pass the model name to use",
                     where=others[0])
-            self.model = first
-        else:
-            for host, ids in served.items():
-                if self.model not in ids and not any(_same_model(self.model, i) for i in ids):
-                    raise BackendError(
-                        f"the policy server serves {', '.join(map(repr, ids))}, not the configured model "
-                        f"{self.model!r}; point --policy_host at the right server or change the model name",
-                        where=host + "/v1/models")
-                match = [i for i in ids if i == self.model] or [i for i in ids if _same_model(self.model, i)]
-                self.model = match[0]
-        self._started = True
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
+            return first
+        model = self.model
+        for host, ids in served.items():
+            match = served_model(model, ids)
+            if match is None:
+                raise BackendError(
+                    f"the policy server serves {', '.join(map(repr, ids))}, not the configured model "
+                    f"{model!r}; point --policy_host at the right server or change the model name",
+                    where=host + "/v1/models")
+            model = match
+        return model
 
     # ------------------------------------------------------------------ Policy
     async def generate(self, context: Context, n: int, params: SamplingParams) -> list[Step]:
         if n <= 0:
             return []
-        await self._ensure_started()
+        await self.start()
         prompt = context.text
         affinity = context.question
         host = self.pool.pick(affinity)
@@ -114,7 +109,7 @@ class OpenAICompletionsPolicy(StartsOnce):
         return [s for chunk, _ in results for s in chunk][:n]
 
     async def count_tokens(self, text: str) -> int:
-        await self._ensure_started()
+        await self.start()
         host = self.pool.pick(text[:200])
         dialect = self.dialect.get(host, "openai")
         if dialect == "llamacpp":
@@ -226,13 +221,6 @@ def parse_completion(resp: Any, stops: tuple[str, ...] | list[str], *, where: st
             prompt_tokens_reused=cached if i == 0 else 0,
         ))
     return steps
-
-
-def _same_model(configured: str, served: str) -> bool:
-    """``org/name`` configured, ``name`` served (or a path ending in it): the same model."""
-    a = configured.rstrip("/").split("/")[-1].lower()
-    b = served.rstrip("/").split("/")[-1].lower()
-    return a == b
 
 
 def _raise_if_timed_out(exc: BackendError) -> None:

@@ -34,78 +34,42 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from ets.backends.base import BackendError, Context
-from ets.backends.http.transport import HostPool, StartsOnce
+from ets.backends.base import BackendError, Context, Reward
+from ets.backends.http.backend import HTTPBackend, served_model
+from ets.backends.http.transport import HostPool
+from ets.backends.prm_families import FAMILY_OF_MODEL, PRMFamily
+from ets.formats import PromptFormat
 
-# ---------------------------------------------------------------------------- PRM input texts
-
-
-def _steps_text(context: Context) -> list[str]:
-    return [s.strip() for s in context.steps]
-
-
-def math_shepherd_text(context: Context, step_tag: str = "ки") -> str:
-    """math-shepherd / Llemma PRM input: the policy's own text, ending with the step tag.
-
-    The reference scores the policy's text as it is (question, newline, steps
-    each ending with `` ки``); a step cut off before its tag gets one.
-    """
-    text = context.text
-    if not text.rstrip().endswith(step_tag):
-        text = text.rstrip() + " " + step_tag
-    return text
-
-
-def rlhflow_text(context: Context) -> str:
-    """RLHFlow Llama-3.1-8B-PRM: one user turn per step (the first with the question),
-    each answered ``+`` by the assistant; the text ends where the newest step's
-    judgement token would go (model card of RLHFlow/Llama3.1-8B-PRM-Deepseek-Data)."""
-    steps = _steps_text(context)
-    parts = ["<|begin_of_text|>"]
-    for i, step in enumerate(steps):
-        content = f"{context.question} {step}" if i == 0 else step
-        parts.append(f"<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>")
-        parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
-        if i < len(steps) - 1:
-            parts.append("+<|eot_id|>")
-    return "".join(parts)
-
-
-QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-def qwen_prm_text(context: Context) -> str:
-    """Qwen2.5-Math-PRM input (model card of Qwen/Qwen2.5-Math-PRM-7B): the chat with the
-    steps joined by ``<extra_0>`` and one after the last, as its chat template renders it."""
-    steps = _steps_text(context)
-    answer = "<extra_0>".join(steps) + "<extra_0>"
-    return (f"<|im_start|>system\n{QWEN_PRM_SYSTEM}<|im_end|>\n"
-            f"<|im_start|>user\n{context.question}<|im_end|>\n"
-            f"<|im_start|>assistant\n{answer}<|im_end|>\n")
+# ---------------------------------------------------------------------------- PRM specs
 
 
 @dataclass(frozen=True)
 class PRMSpec:
-    """How one PRM family is asked."""
+    """How one PRM model is asked: its family's text (:mod:`ets.backends.prm_families`), on which server API,
+    and for a token-logit PRM the ids of its family's good and bad tokens in the model's vocabulary."""
 
     api: str  # "sglang" | "vllm"
-    render: Callable[[Context], str]
+    family: PRMFamily
     good_id: int | None = None  # sglang: the judgement token ids
     bad_id: int | None = None
     note: str = ""
+    format: PromptFormat | None = None  # the policy's prompt format, when known (its step tag and delimiters)
+
+    def render(self, context: Context) -> str:
+        return self.family.render(context, self.format)
 
 
 # token ids: the reference's rebase.py (logits_require_id) and the models' cards
 PRM_SPECS: dict[str, PRMSpec] = {
-    "mistral": PRMSpec("sglang", math_shepherd_text, 648, 387,
+    "mistral": PRMSpec("sglang", FAMILY_OF_MODEL["mistral"], 648, 387,
                        "peiyi9979/math-shepherd-mistral-7b-prm: '+' 648 / '-' 387 at the tag 'ки'"),
-    "llemma": PRMSpec("sglang", math_shepherd_text, 8094, None,
+    "llemma": PRMSpec("sglang", FAMILY_OF_MODEL["llemma"], 8094, None,
                       "the reference's llemma PRM reads token 8094 at the step tag; score = p(8094)"),
-    "llama": PRMSpec("sglang", rlhflow_text, 10, 12,
+    "llama": PRMSpec("sglang", FAMILY_OF_MODEL["llama"], 10, 12,
                      "RLHFlow Llama3.1-8B PRM: '+' 10 / '-' 12 after each step's user turn"),
-    "qwen": PRMSpec("vllm", qwen_prm_text, note="Qwen/Qwen2.5-Math-PRM-7B: two-class head at each <extra_0>"),
+    "qwen": PRMSpec("vllm", FAMILY_OF_MODEL["qwen"], note="Qwen/Qwen2.5-Math-PRM-7B: two-class head at each <extra_0>"),
 }
 
 REWARD_APIS = ("ets", "sglang", "vllm")
@@ -114,27 +78,18 @@ REWARD_APIS = ("ets", "sglang", "vllm")
 # ---------------------------------------------------------------------------- adapters
 
 
-class _HTTPReward(StartsOnce):
+SERVE_REWARD = "ets serve reward --port PORT"  # how to start a reward server, for the start checks' errors
+
+
+class _HTTPReward(HTTPBackend, Reward):
     what = "reward"
 
     def __init__(self, pool: HostPool, *, model: str | None = None) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self.model = model
 
-    @property
-    def hosts(self) -> list[str]:
-        return self.pool.hosts
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
-
-    async def _get_models(self, host: str, path: str = "/v1/models") -> list[str]:
-        try:
-            _, body = await self.pool.get(path, host=host, retries=1, timeout=self.pool.start_timeout)
-        except BackendError as exc:
-            raise BackendError(
-                f"cannot reach the reward server ({exc.message}). Start one, e.g. `ets serve reward --port PORT`, "
-                f"or fix --reward_host", where=host + path) from None
+    async def _get_models(self, host: str) -> list[str]:
+        body = await self.start_check("/v1/models", host=host, serve=SERVE_REWARD)
         data = body.get("data") if isinstance(body, dict) else None
         return [str(m.get("id")) for m in data or [] if isinstance(m, dict)]
 
@@ -144,14 +99,13 @@ class _HTTPReward(StartsOnce):
         if self.model is None:
             self.model = ids[0]
             return
-        short = self.model.rstrip("/").split("/")[-1].lower()
-        match = [i for i in ids if i == self.model] or [i for i in ids if i.rstrip("/").split("/")[-1].lower() == short]
-        if not match:
+        match = served_model(self.model, ids)
+        if match is None:
             raise BackendError(
                 f"the reward server serves {', '.join(map(repr, ids))}, not the configured reward model "
                 f"{self.model!r}; point --reward_host at the right server or change the model name",
                 where=host + "/v1/models")
-        self.model = match[0]
+        self.model = match
 
 
 class _PerStepReward(_HTTPReward):
@@ -160,7 +114,7 @@ class _PerStepReward(_HTTPReward):
     async def score(self, contexts: Sequence[Context]) -> list[float | None]:
         if not contexts:
             return []
-        await self._ensure_started()
+        await self.start()
         return list(await asyncio.gather(*[self._score_one(c) for c in contexts]))
 
     async def _score_one(self, context: Context) -> float | None:
@@ -175,14 +129,9 @@ class EtsReward(_HTTPReward):
         self.batch_size = max(1, int(batch_size))
         self.info: dict[str, Any] = {}
 
-    async def start(self) -> None:
+    async def check_servers(self) -> None:
         for host in self.pool.hosts:
-            try:
-                _, info = await self.pool.get("/info", host=host, retries=1, timeout=self.pool.start_timeout)
-            except BackendError as exc:
-                raise BackendError(
-                    f"cannot reach the reward server ({exc.message}). Start one with "
-                    f"`ets serve reward --port PORT`, or fix --reward_host", where=host + "/info") from None
+            info = await self.start_check("/info", host=host, serve=SERVE_REWARD)
             if not isinstance(info, dict) or info.get("server") != "ets-reward":
                 raise BackendError("this is not an `ets serve reward` server (GET /info does not say "
                                    "\"server\": \"ets-reward\"); pass --reward_api sglang or vllm",
@@ -193,7 +142,7 @@ class EtsReward(_HTTPReward):
     async def score(self, contexts: Sequence[Context]) -> list[float | None]:
         if not contexts:
             return []
-        await self._ensure_started()
+        await self.start()
         chunks = [list(contexts[i:i + self.batch_size]) for i in range(0, len(contexts), self.batch_size)]
         results = await asyncio.gather(*[self._score_chunk(c) for c in chunks])
         return [s for chunk in results for s in chunk]
@@ -217,20 +166,18 @@ class SGLangGenerateReward(_PerStepReward):
             raise ValueError("a token-logit PRM needs the id of its 'good' token")
         self.spec = spec
 
-    async def start(self) -> None:
+    async def check_servers(self) -> None:
         for host in self.pool.hosts:
             try:
-                _, info = await self.pool.get("/get_model_info", host=host, retries=1, timeout=self.pool.start_timeout)
+                info = await self.start_check("/get_model_info", host=host,
+                                              serve="ets serve reward --engine sglang --model PRM --port PORT")
             except BackendError as exc:
                 if exc.details.get("status") == 404:
                     raise BackendError(
                         "the reward server has no SGLang /get_model_info: it is not an SGLang server; "
                         "pass --reward_api vllm or ets, or serve the PRM with `ets serve reward --engine sglang`",
                         where=host) from None
-                raise BackendError(
-                    f"cannot reach the reward server ({exc.message}). Start one, e.g. "
-                    f"`ets serve reward --engine sglang --model PRM --port PORT`, or fix --reward_host",
-                    where=host + "/get_model_info") from None
+                raise
             path = info.get("model_path") if isinstance(info, dict) else None
             self._check_model(host, [str(path)] if path else [])
 
@@ -287,7 +234,7 @@ class VLLMPoolingReward(_PerStepReward):
         self.spec = spec
         self.task = task  # e.g. "token_classify" for vLLM versions whose /pooling takes a task
 
-    async def start(self) -> None:
+    async def check_servers(self) -> None:
         for host in self.pool.hosts:
             self._check_model(host, await self._get_models(host))
 

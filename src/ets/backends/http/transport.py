@@ -38,31 +38,6 @@ import httpx
 
 from ets.backends.base import BackendError
 
-
-class StartsOnce:
-    """A backend whose ``start()`` (server checks) runs once, on first use, under a lock;
-    ``check()`` runs it now. Subclasses implement ``start()``."""
-
-    _started = False
-    _start_lock: asyncio.Lock | None = None
-
-    async def start(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    async def _ensure_started(self) -> None:
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if not self._started:
-                await self.start()
-                self._started = True
-
-    async def check(self) -> None:
-        await self.start()
-        self._started = True
-
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 REQUEST_TIMEOUT = 120.0  # seconds a server has to answer a request
 START_TIMEOUT = 10.0  # seconds a server has to answer a start check (at most REQUEST_TIMEOUT)
@@ -261,47 +236,15 @@ class HostPool:
                     # move away from hosts that failed this request, while others remain
                     done = frozenset(tried)
                     target = self.pick(affinity, exclude=done if len(done) < len(self.hosts) else frozenset())
-                url = target + path
-                last_url = url
+                last_url = target + path
                 tried.append(target)
                 self.stats.attempts += 1
                 if attempt:
                     self.stats.retries += 1
-                self._inflight[target] += 1
-                timed_out = False
                 try:
-                    payload = json(target) if callable(json) else json
-                    response = await self.client().request(method, url, json=payload, timeout=limits)
-                except httpx.TimeoutException as exc:
-                    last_error = f"no answer within {timeout:g}s ({type(exc).__name__})"
-                    self._down_until[target] = time.monotonic() + self.down_for
-                    timed_out = True
-                except httpx.TransportError as exc:
-                    last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                    self._down_until[target] = time.monotonic() + self.down_for
-                else:
-                    if response.status_code < 400:
-                        try:
-                            body = response.json()
-                        except ValueError:
-                            self.stats.failures += 1
-                            raise BackendError(
-                                f"{self.what} server answered {method} {path} with something that is not JSON: "
-                                f"{response.text[:200]!r}", where=url) from None
-                        self._down_until[target] = 0.0
-                        self.stats.per_host[target] = self.stats.per_host.get(target, 0) + 1
-                        return target, body
-                    if response.status_code not in RETRY_STATUS:
-                        self.stats.failures += 1
-                        raise BackendError(
-                            f"{self.what} server refused {method} {path}: HTTP {response.status_code}: "
-                            f"{_error_text(response)}",
-                            where=url,
-                            details={"status": response.status_code},
-                        )
-                    last_error = f"HTTP {response.status_code}: {_error_text(response)}"
-                finally:
-                    self._inflight[target] -= 1
+                    return target, await self._attempt(method, path, target, json, limits)
+                except _Retryable as failure:
+                    last_error, timed_out = failure.error, failure.timed_out
                 if timed_out and (host is not None or len(set(tried)) >= len(self.hosts)):
                     break  # every host this request may use has had its chance
                 if attempt < retries:
@@ -315,11 +258,56 @@ class HostPool:
             details={"attempts": len(tried), "hosts": list(dict.fromkeys(tried)), "timed_out": timed_out},
         )
 
+    async def _attempt(self, method: str, path: str, target: str, json: Any, limits: httpx.Timeout) -> Any:
+        """One attempt of a request on ``target``: the decoded answer. Raises :class:`_Retryable` when
+        another attempt may succeed (no connection, a timeout, 5xx, 429), :class:`BackendError` when none will."""
+        url = target + path
+        self._inflight[target] += 1
+        try:
+            payload = json(target) if callable(json) else json
+            response = await self.client().request(method, url, json=payload, timeout=limits)
+        except httpx.TimeoutException as exc:
+            self._down_until[target] = time.monotonic() + self.down_for
+            raise _Retryable(f"no answer within {limits.read:g}s ({type(exc).__name__})", timed_out=True) from None
+        except httpx.TransportError as exc:
+            self._down_until[target] = time.monotonic() + self.down_for
+            raise _Retryable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        finally:
+            self._inflight[target] -= 1
+        if response.status_code < 400:
+            try:
+                body = response.json()
+            except ValueError:
+                self.stats.failures += 1
+                raise BackendError(
+                    f"{self.what} server answered {method} {path} with something that is not JSON: "
+                    f"{response.text[:200]!r}", where=url) from None
+            self._down_until[target] = 0.0
+            self.stats.per_host[target] = self.stats.per_host.get(target, 0) + 1
+            return body
+        if response.status_code not in RETRY_STATUS:
+            self.stats.failures += 1
+            raise BackendError(
+                f"{self.what} server refused {method} {path}: HTTP {response.status_code}: {_error_text(response)}",
+                where=url,
+                details={"status": response.status_code},
+            )
+        raise _Retryable(f"HTTP {response.status_code}: {_error_text(response)}")
+
     async def post(self, path: str, json: Any, **kw: Any) -> tuple[str, Any]:
         return await self.request("POST", path, json=json, **kw)
 
     async def get(self, path: str, **kw: Any) -> tuple[str, Any]:
         return await self.request("GET", path, **kw)
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way another attempt (or another host) may not."""
+
+    def __init__(self, error: str, *, timed_out: bool = False) -> None:
+        super().__init__(error)
+        self.error = error
+        self.timed_out = timed_out
 
 
 def _error_text(response: httpx.Response) -> str:
