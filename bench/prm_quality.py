@@ -124,7 +124,7 @@ def fit(rows, l2: float, features=FEATURES, extra: bool = False) -> dict[str, fl
 
 
 # measured on the tuning split and left out of the PRM (docs/cpu-models.md)
-CANDIDATES = ("coverage", "true_equations", "repeats", "answer_is_last_result", "answer_unreadable",
+CANDIDATES = ("coverage", "repeats", "answer_is_last_result", "answer_unreadable",
               "negative_result", "reused_given", "unasked_product")
 _PRODUCT_RE = re.compile(r"\d\s*[*×x/÷]\s*\$?\d")
 _PRODUCT_CUES = re.compile(r"\b(each|every|per|times|twice|double|triple|half|average|split|divide|equal|share|groups?|rows?)\b",
@@ -142,7 +142,6 @@ def extra_features(question: str, steps) -> dict[str, float]:
     operand_uses = Counter(x for eq in equations for x in set(eq.operands) if x in given)
     return {
         "coverage": len(used) / len(given) if given else 1.0,
-        "true_equations": min(sum(eq.holds for eq in equations), 4),
         "repeats": float(bool(newest.strip()) and newest.strip() in [s.strip() for s in steps[:-1]]),
         "answer_is_last_result": float(value is not None and bool(results) and value == results[-1]),
         "answer_unreadable": float(path_features(question, steps)["is_answer"] and value is None),

@@ -60,7 +60,7 @@ def test_features_of_a_correct_path():
     steps = ["After selling, he has 12 - 5 = 7 rolls.\n", "He has 7 + 8 = 15 rolls.\n", "Therefore, the final answer is: 15."]
     f = path_features(BAKER, steps)
     assert f == {"false_equations": 0, "newest_false": 0.0, "ungrounded": 0, "is_answer": 1.0,
-                 "answer_computed": 1.0, "answer_copied": 0.0, "no_work": 0.0}
+                 "answer_computed": 1.0, "answer_copied": 0.0, "no_work": 0.0, "true_equations": 2}
     assert set(f) == set(FEATURES)
 
 
@@ -68,6 +68,7 @@ def test_features_of_a_wrong_path():
     steps = ["He has 12 + 9 = 20 rolls.\n", "He has 12 + 9 = 20 rolls.\n", "Therefore, the final answer is: 12."]
     f = path_features(BAKER, steps)
     assert f["false_equations"] == 2 and f["newest_false"] == 0.0  # the answer line states no equation
+    assert f["true_equations"] == 0
     assert f["ungrounded"] == 1  # 9 comes from nowhere the first time; the repeat finds it in step 1
     assert f["answer_copied"] == 1.0 and f["answer_computed"] == 0.0
     assert path_features(BAKER, ["Let us think.\n"])["no_work"] == 1.0

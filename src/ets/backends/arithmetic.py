@@ -266,23 +266,26 @@ FEATURES = (
     "answer_computed",  # ... and it is a result a true equation computed
     "answer_copied",  # ... and it is a number of the question, computed nowhere
     "no_work",  # the path so far states no equation at all
+    "true_equations",  # true equations on the path (capped at 4): right solutions here are short
 )
-# Measured and left out (bench/prm_quality.py): the share of the question's numbers used, the
-# count of true equations, a repeated step, whether the answer is the last result. On the tuning
-# split they lowered the cross-validated AUROC (0.85 -> 0.81): they fit noise in a few dozen
-# right trajectories.
+# Measured and left out (bench/prm_quality.py --cv lists them): the share of the question's numbers
+# used, a repeated step, whether the answer is the last result, an unreadable answer, a negative
+# result, a question number used twice, a product the question gives no cue for. None raised the
+# cross-validated AUROC on the tuning split by more than its noise.
 
 # Fitted by `bench/prm_quality.py --fit` (logistic regression, classes weighted equally, L2 3) on
-# the tuning split; docs/cpu-models.md gives the data and the held-out quality.
+# the tuning split, sampled with and without the calculator; docs/cpu-models.md gives the data and
+# the held-out quality.
 WEIGHTS = {
-    "bias": 1.05,
-    "false_equations": -1.14,
-    "newest_false": -1.18,
-    "ungrounded": -2.05,
-    "is_answer": -0.65,
-    "answer_computed": 0.85,
-    "answer_copied": -0.52,
-    "no_work": -0.48,
+    "bias": 1.27,
+    "false_equations": -0.87,
+    "newest_false": -1.56,
+    "ungrounded": -2.63,
+    "is_answer": -0.93,
+    "answer_computed": 1.57,
+    "answer_copied": -0.6,
+    "no_work": -0.66,
+    "true_equations": -0.66,
 }
 
 
@@ -314,6 +317,7 @@ def path_features(question: str, steps: Sequence[str]) -> dict[str, float]:
         "answer_computed": float(answer is not None and answer in results),
         "answer_copied": float(answer is not None and answer in given and answer not in results),
         "no_work": float(not results and false_equations == 0),
+        "true_equations": min(len(results), 4),
     }
 
 
