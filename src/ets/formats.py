@@ -104,8 +104,11 @@ def get_format(name: str) -> PromptFormat:
 
 
 # Small instruct models (SmolLM2-135M-Instruct, the CPU default) on GSM8K-style problems: ChatML,
-# one step per line, the answer as "Therefore, the final answer is: N", taught by two worked
-# examples (a 135M model follows an example far better than an instruction).
+# one step per line, the answer as "Therefore, the final answer is: N", taught by five worked
+# examples (a 135M model follows an example far better than an instruction): the two-step
+# problems first, then one of each short kind ASDiv asks most (what is left, an equal share, how
+# many more). On the tuning split, greedy decoding solved 25 % with these five against 10 % with the
+# first two alone (docs/cpu-models.md#the-models).
 # The leaf test looks for "The answer is" / "The final answer is:" in the whole text, prompt
 # included, but for "Therefore, the final answer is" in the newest step only. So the prompt may
 # show the last one verbatim (it is never a newest step) and must not contain the first two --
@@ -116,26 +119,34 @@ SMALL_INSTRUCT_SYSTEM = (
     "Write each step on its own line, with its calculation. "
     "End with the line: Therefore, the final answer is: N."
 )
-SMALL_INSTRUCT_EXAMPLE = (
-    "<|im_start|>user\nA baker has 12 rolls. He sells 5 rolls and then bakes 8 more. "
-    "How many rolls does he have now?<|im_end|>\n"
-    "<|im_start|>assistant\nAfter selling, the baker has 12 - 5 = 7 rolls.\n"
-    "After baking, he has 7 + 8 = 15 rolls.\n"
-    "Therefore, the final answer is: 15.<|im_end|>\n"
-    "<|im_start|>user\nA book costs $4 and a pen costs $2. How much do 3 books and 2 pens cost?<|im_end|>\n"
-    "<|im_start|>assistant\nThe books cost 3 * 4 = 12 dollars.\n"
-    "The pens cost 2 * 2 = 4 dollars.\n"
-    "Together they cost 12 + 4 = 16 dollars.\n"
-    "Therefore, the final answer is: 16.<|im_end|>\n"
-)
+
+
+def _chatml_turn(question: str, solution: str) -> str:
+    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{solution}<|im_end|>\n"
+
+
+SMALL_INSTRUCT_EXAMPLES = "".join(_chatml_turn(question, solution) for question, solution in (
+    ("A baker has 12 rolls. He sells 5 rolls and then bakes 8 more. How many rolls does he have now?",
+     "After selling, the baker has 12 - 5 = 7 rolls.\nAfter baking, he has 7 + 8 = 15 rolls.\n"
+     "Therefore, the final answer is: 15."),
+    ("A book costs $4 and a pen costs $2. How much do 3 books and 2 pens cost?",
+     "The books cost 3 * 4 = 12 dollars.\nThe pens cost 2 * 2 = 4 dollars.\nTogether they cost 12 + 4 = 16 dollars.\n"
+     "Therefore, the final answer is: 16."),
+    ("Tom had 25 stickers. He gave 9 stickers to his sister. How many stickers does Tom have left?",
+     "Tom has 25 - 9 = 16 stickers left.\nTherefore, the final answer is: 16."),
+    ("36 apples are shared equally among 4 baskets. How many apples are in each basket?",
+     "Each basket has 36 / 4 = 9 apples.\nTherefore, the final answer is: 9."),
+    ("Sara has 14 shells and Ben has 23 shells. How many more shells does Ben have than Sara?",
+     "Ben has 23 - 14 = 9 more shells than Sara.\nTherefore, the final answer is: 9."),
+))
 register(PromptFormat(
     name="small_instruct",
     template=(
-        "<|im_start|>system\n" + SMALL_INSTRUCT_SYSTEM + "<|im_end|>\n" + SMALL_INSTRUCT_EXAMPLE
+        "<|im_start|>system\n" + SMALL_INSTRUCT_SYSTEM + "<|im_end|>\n" + SMALL_INSTRUCT_EXAMPLES
         + "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     ),
     stop=("\n",),
     answer_style="answer_is",
-    description="ChatML for small instruct models (SmolLM2, the CPU default), two worked examples: "
+    description="ChatML for small instruct models (SmolLM2, the CPU default), five worked examples: "
                 "one step per line, 'Therefore, the final answer is: N'",
 ))
