@@ -54,7 +54,6 @@ class PRMSpec:
     family: PRMFamily
     good_id: int | None = None  # sglang: the judgement token ids
     bad_id: int | None = None
-    note: str = ""
     format: PromptFormat | None = None  # the policy's prompt format, when known (its step tag and delimiters)
 
     def render(self, context: Context) -> str:
@@ -63,13 +62,14 @@ class PRMSpec:
 
 # token ids: the reference's rebase.py (logits_require_id) and the models' cards
 PRM_SPECS: dict[str, PRMSpec] = {
-    "mistral": PRMSpec("sglang", FAMILY_OF_MODEL["mistral"], 648, 387,
-                       "peiyi9979/math-shepherd-mistral-7b-prm: '+' 648 / '-' 387 at the tag 'ки'"),
-    "llemma": PRMSpec("sglang", FAMILY_OF_MODEL["llemma"], 8094, None,
-                      "the reference's llemma PRM reads token 8094 at the step tag; score = p(8094)"),
-    "llama": PRMSpec("sglang", FAMILY_OF_MODEL["llama"], 10, 12,
-                     "RLHFlow Llama3.1-8B PRM: '+' 10 / '-' 12 after each step's user turn"),
-    "qwen": PRMSpec("vllm", FAMILY_OF_MODEL["qwen"], note="Qwen/Qwen2.5-Math-PRM-7B: two-class head at each <extra_0>"),
+    # peiyi9979/math-shepherd-mistral-7b-prm: '+' 648 / '-' 387 at the tag 'ки'
+    "mistral": PRMSpec("sglang", FAMILY_OF_MODEL["mistral"], 648, 387),
+    # the reference's llemma PRM reads token 8094 at the step tag; score = p(8094)
+    "llemma": PRMSpec("sglang", FAMILY_OF_MODEL["llemma"], 8094, None),
+    # RLHFlow Llama3.1-8B PRM: '+' 10 / '-' 12 after each step's user turn
+    "llama": PRMSpec("sglang", FAMILY_OF_MODEL["llama"], 10, 12),
+    # Qwen/Qwen2.5-Math-PRM-7B: a two-class head at each <extra_0>
+    "qwen": PRMSpec("vllm", FAMILY_OF_MODEL["qwen"]),
 }
 
 REWARD_APIS = ("ets", "sglang", "vllm")

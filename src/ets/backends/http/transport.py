@@ -30,7 +30,7 @@ import random
 import time
 import weakref
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,8 +82,6 @@ class PoolStats:
     requests: int = 0  # logical requests made through the pool
     attempts: int = 0  # HTTP attempts, retries included
     retries: int = 0  # attempts after the first, over all requests
-    failures: int = 0  # requests that ended in BackendError
-    per_host: dict[str, int] = field(default_factory=dict)  # successful requests per host
 
 
 _POOLS: "weakref.WeakSet[HostPool]" = weakref.WeakSet()
@@ -249,7 +247,6 @@ class HostPool:
                     break  # every host this request may use has had its chance
                 if attempt < retries:
                     await asyncio.sleep(self._delay(attempt))
-        self.stats.failures += 1
         hosts = ", ".join(dict.fromkeys(tried))
         raise BackendError(
             f"{self.what} server failed {method} {path} after {len(tried)} attempt(s); last error: {last_error}"
@@ -278,15 +275,12 @@ class HostPool:
             try:
                 body = response.json()
             except ValueError:
-                self.stats.failures += 1
                 raise BackendError(
                     f"{self.what} server answered {method} {path} with something that is not JSON: "
                     f"{response.text[:200]!r}", where=url) from None
             self._down_until[target] = 0.0
-            self.stats.per_host[target] = self.stats.per_host.get(target, 0) + 1
             return body
         if response.status_code not in RETRY_STATUS:
-            self.stats.failures += 1
             raise BackendError(
                 f"{self.what} server refused {method} {path}: HTTP {response.status_code}: {_error_text(response)}",
                 where=url,
