@@ -13,6 +13,7 @@ otherwise; ``--gpu`` sets ``CUDA_VISIBLE_DEVICES``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from ets.models import default_policy_model_path
 from ets.serve.reward_server import PRM_MODES
 
 POLICY_ENGINES = ("llamacpp", "vllm", "sglang")
@@ -63,8 +65,6 @@ def register(subparsers) -> None:
 
 
 def _builtin_policy_model() -> str:
-    from ets.models import default_policy_model_path
-
     return str(default_policy_model_path())
 
 
@@ -168,8 +168,6 @@ ENGINE_MODULES = {
 
 def missing_engine(engine: str) -> str | None:
     """A message when the engine's Python package is not importable here, else None."""
-    import importlib.util
-
     module, name, hint = ENGINE_MODULES[engine]
     try:
         found = importlib.util.find_spec(module) is not None

@@ -19,9 +19,13 @@ import argparse
 import asyncio
 import math
 import sys
+from contextlib import asynccontextmanager
 from typing import Any
 
+from ets import __version__
+from ets.backends.arithmetic import ArithmeticPRM
 from ets.backends.base import Context, Reward
+from ets.backends.llamacpp import DEFAULT_FORMAT, TokenLogitPRM  # llama_cpp itself loads with the first model
 
 MAX_CONTEXTS = 1024  # per request
 PRM_MODES = ("arithmetic", "judge", "step_tag", "rlhflow")
@@ -31,12 +35,9 @@ def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type
                max_contexts: int = MAX_CONTEXTS, on_ready=None):
     """A FastAPI app serving ``reward`` (any object with ``async score(contexts)``);
     ``on_ready()`` is called once the server has started."""
-    from contextlib import asynccontextmanager
-
+    # the server's own dependencies (the "serve" extra) load only when a server is made
     from fastapi import FastAPI, HTTPException
     from pydantic import BaseModel, Field
-
-    from ets import __version__
 
     @asynccontextmanager
     async def lifespan(app):
@@ -104,16 +105,12 @@ def builtin_reward(model_path: str | None = None, *, prompt_format: str | None =
     if mode == "arithmetic" or (mode is None and model_path is None):
         if model_path is not None:
             raise ValueError("the arithmetic PRM reads no model: drop --model, or choose another --prm-mode")
-        from ets.backends.arithmetic import ArithmeticPRM
-
         return ArithmeticPRM(), "arithmetic"
-    from ets.backends.llamacpp import DEFAULT_FORMAT, TokenLogitPRM
-
     kwargs = {"format": prompt_format or DEFAULT_FORMAT}
     if mode is not None or model_path is None:
         kwargs["mode"] = mode or "judge"
     reward = TokenLogitPRM(model_path, **kwargs)
-    path = getattr(reward, "model_path", None) or model_path or "builtin"
+    path = reward.model_path or model_path or "builtin"
     return reward, str(path).rstrip("/").split("/")[-1]
 
 
@@ -151,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     url = f"http://{args.host}:{args.port}"
     serve(reward, host=args.host, port=args.port, model_name=args.served_model_name or name,
-          reward_model_type=getattr(reward, "mode", ""), log_level=args.log_level, on_ready=lambda: print(f"ets reward server ready at {url}", flush=True))
+          reward_model_type=reward.mode, log_level=args.log_level, on_ready=lambda: print(f"ets reward server ready at {url}", flush=True))
     return 0
 
 
