@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ets-installed
 DEMO := runs/demo
-DEMO_PROBLEMS ?= 30
+DEMO_PROBLEMS ?= 50
 # every 20th ASDiv problem from the 10th: problems no setting was tuned on (docs/cpu-models.md)
 DEMO_DATA ?= asdiv[10::20]
 
