@@ -72,7 +72,7 @@ def servers():
 
 
 def config(**kw) -> SearchConfig:
-    base = dict(width=2, select_method="softmax", prompt_format=FORMAT, max_step_tokens=12, max_tokens=400,
+    base = dict(width=2, select_method="softmax", prompt_format=FORMAT, max_step_tokens=12, max_tokens=560,  # prompt ~450
                 max_depth=2, temperature=0.8, seed=5)
     base.update(kw)
     return SearchConfig(**base)
