@@ -4,9 +4,7 @@ Its optimum is checked against CBC (the reference's solver) on search-shaped tre
 golden cases, against every keep-set on small trees (where the tie rule is checked too), and
 its parts (the clustering, the parameter check) against what they replace."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +17,9 @@ from ets.selection.ets import build_problem, cluster_labels, solve_by_dynamic_pr
 from ets.selection import keep_solver
 from ets.selection.keep_solver import DIRECT_COVER, KeepSolver
 
+from data import search_trees  # tests/data, on sys.path through pyproject's pythonpath
+
 DATA = Path(__file__).parent / "data"
-_spec = importlib.util.spec_from_file_location("search_trees", DATA / "search_trees.py")
-search_trees = sys.modules["search_trees"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(search_trees)
 
 DIVERSITY = SelectionParams(lambdac=1.0, lambdas=1.45)
 
