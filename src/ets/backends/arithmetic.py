@@ -81,7 +81,7 @@ class Equation:
     lhs: Fraction
     rhs: Fraction
     rhs_text: str
-    rhs_span: tuple[int, int] = (0, 0)  # where the written result stands in the step (for the calculator)
+    rhs_span: tuple[int, int]  # where the written result stands in the step (for the calculator)
 
     @property
     def holds(self) -> bool:
@@ -223,8 +223,7 @@ def format_number(value: Fraction) -> str:
     """A result as a calculator shows it: whole numbers plainly, others to at most 4 decimals."""
     if value.denominator == 1:
         return str(value.numerator)
-    text = f"{float(value):.4f}".rstrip("0").rstrip(".")
-    return text
+    return f"{float(value):.4f}".rstrip("0").rstrip(".")
 
 
 def correct_arithmetic(step: str) -> str:
@@ -349,6 +348,3 @@ class ArithmeticPRM(Reward):
 
     async def score(self, contexts: Sequence[Context]) -> list[float | None]:
         return [self.score_steps(c.question, c.steps) for c in contexts]
-
-    def close(self) -> None:
-        pass
