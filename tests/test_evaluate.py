@@ -486,3 +486,20 @@ def test_shared_grader_makes_a_second_pass_cheap():
     evaluate_settings(problems, ALL_SETTINGS, "llemma", grader)
     assert grader.counts["parses"] == before.get("parses", 0)
     assert grader.counts["verify_calls"] == before.get("verify_calls", 0)
+
+
+def test_cli_reads_the_runs_prompt_format_from_run_json(tmp_path, capsys):
+    # an `ets run` directory of the CPU default: answers in small_instruct's "final answer is" style
+    run = tmp_path / "run"
+    run.mkdir()
+    final_line = {"text": "7 + 7 = 14 apples.\nTherefore, the final answer is: 14.", "step_scores": [0.5, 0.5]}
+    answers = [problem("14 (apples)", final_line)]
+    (run / "answers.json").write_text(json.dumps(answers))
+    (run / "run.json").write_text(json.dumps({"config": {"prompt_format": "small_instruct"}}))
+    assert cli_json(capsys, "--path", str(run), "--agg_func", "last")["accuracy"] == 1.0
+    # given explicitly, --model_type wins (llemma reads only "The answer is: X")
+    assert cli_json(capsys, "--path", str(run / "answers.json"), "--agg_func", "last",
+                    "--model_type", "llemma")["accuracy"] == 0.0
+    # no run.json (a reference run): llemma, as the reference's math_evaluate.py
+    (run / "run.json").unlink()
+    assert cli_json(capsys, "--path", str(run), "--agg_func", "last")["accuracy"] == 0.0

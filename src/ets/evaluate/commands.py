@@ -13,10 +13,10 @@ from pathlib import Path
 
 from ets.cli import CommandError
 from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES, Setting
-from ets.evaluate.answers import AnswersFileError, load_answers
+from ets.evaluate.answers import AnswersFileError, load_answers, resolve_answers_path
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.extract import answer_style
-from ets.evaluate.report import ReportError, build_report
+from ets.evaluate.report import ReportError, build_report, model_type_of
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", "none"}
@@ -50,9 +50,10 @@ def register(subparsers) -> None:
     p.add_argument("--weighted", type=parse_bool, default=False, metavar="{True,False}",
                    help="weight each vote by the --weight_agg aggregate of its step scores (majority_vote only)")
     p.add_argument("--weight_agg", choices=AGG_NAMES, help="aggregate used as the vote weight")
-    p.add_argument("--model_type", default="llemma",
+    p.add_argument("--model_type", default=None,
                    help="prompt format of the answers: llemma / mistral (The answer is: X ки, the reference's "
-                        "rule), llama / qwen (\\boxed{X}), raw, ... (default: llemma)")
+                        "rule), llama / qwen (\\boxed{X}), small_instruct, raw, ... (default: the prompt_format in "
+                        "the run.json beside the answers, as `ets run` writes it; else llemma, as the reference)")
     p.add_argument("--output_path", help="append the result to this text file, as the reference does")
     p.add_argument("--all", action="store_true",
                    help="report every setting (best-of-N by each aggregate, unweighted and weighted votes)")
@@ -94,7 +95,19 @@ def check_output_path(path: str) -> None:
                            "or choose another path")
 
 
+def run_model_type(answers_path: str) -> str:
+    """The prompt format of the run that wrote ``answers_path``: its ``run.json``'s, else llemma."""
+    run_json = resolve_answers_path(answers_path).parent / "run.json"
+    try:
+        config = json.loads(run_json.read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError):  # no run.json (a reference run), or not ours
+        config = None
+    return model_type_of(config if isinstance(config, dict) else {})
+
+
 def run_evaluate(args) -> int:
+    if args.model_type is None:
+        args.model_type = run_model_type(args.path)
     if args.all:
         settings = list(ALL_SETTINGS)
     elif args.agg_func is None:
