@@ -503,3 +503,8 @@ def test_cli_reads_the_runs_prompt_format_from_run_json(tmp_path, capsys):
     # no run.json (a reference run): llemma, as the reference's math_evaluate.py
     (run / "run.json").unlink()
     assert cli_json(capsys, "--path", str(run), "--agg_func", "last")["accuracy"] == 0.0
+    # a damaged run.json is named, not silently read as llemma
+    (run / "run.json").write_text("{not json")
+    assert main(["evaluate", "--path", str(run), "--agg_func", "last"]) == 2
+    err = capsys.readouterr().err
+    assert str(run / "run.json") in err and "--model_type" in err

@@ -16,7 +16,7 @@ from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES, Settin
 from ets.evaluate.answers import AnswersFileError, load_answers, resolve_answers_path
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.extract import answer_style
-from ets.evaluate.report import ReportError, build_report, model_type_of
+from ets.evaluate.report import ReportError, build_report, model_type_of, read_run_json
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", "none"}
@@ -95,19 +95,13 @@ def check_output_path(path: str) -> None:
                            "or choose another path")
 
 
-def run_model_type(answers_path: str) -> str:
-    """The prompt format of the run that wrote ``answers_path``: its ``run.json``'s, else llemma."""
-    run_json = resolve_answers_path(answers_path).parent / "run.json"
-    try:
-        config = json.loads(run_json.read_text(encoding="utf-8")).get("config")
-    except (OSError, ValueError, AttributeError):  # no run.json (a reference run), or not ours
-        config = None
-    return model_type_of(config if isinstance(config, dict) else {})
-
-
 def run_evaluate(args) -> int:
-    if args.model_type is None:
-        args.model_type = run_model_type(args.path)
+    if args.model_type is None:  # the format of the run that wrote the answers
+        try:
+            config = read_run_json(resolve_answers_path(args.path).parent).get("config")
+        except ReportError as exc:
+            raise CommandError(f"{exc}; give --model_type to evaluate without it") from exc
+        args.model_type = model_type_of(config if isinstance(config, dict) else {})
     if args.all:
         settings = list(ALL_SETTINGS)
     elif args.agg_func is None:

@@ -182,17 +182,23 @@ def model_type_of(config: dict) -> str:
     return config.get("prompt_format") or config.get("policy_model_type") or "llemma"
 
 
+def read_run_json(run_dir: Path) -> dict:
+    """A run directory's ``run.json`` as written by ``ets run``; ``{}`` when it has none (a reference run)."""
+    run_json_path = run_dir / "run.json"
+    if not run_json_path.is_file():
+        return {}
+    try:
+        run_json = json.loads(run_json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{run_json_path}: not valid JSON ({exc})") from None
+    if not isinstance(run_json, dict):
+        raise ReportError(f"{run_json_path}: expected a JSON object with 'config' and 'stats'")
+    return run_json
+
+
 def read_run(path: Path, model_type: str | None = None, grader: Grader | None = None) -> RunRow:
     """Evaluate one run directory under every setting and gather its figures."""
-    run_json: dict = {}
-    run_json_path = path / "run.json"
-    if run_json_path.is_file():
-        try:
-            run_json = json.loads(run_json_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ReportError(f"{run_json_path}: not valid JSON ({exc})") from None
-        if not isinstance(run_json, dict):
-            raise ReportError(f"{run_json_path}: expected a JSON object with 'config' and 'stats'")
+    run_json = read_run_json(path)
     config = run_json.get("config") or {}
     json_stats = run_json.get("stats") or {}
 
