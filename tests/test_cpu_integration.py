@@ -8,6 +8,7 @@ shipped all-MiniLM-L6-v2. Everything loads from installed packages, offline.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,9 @@ try:
     models.builtin_dataset_path("asdiv")
 except BackendError as e:  # pragma: no cover - depends on the install
     pytest.skip(str(e), allow_module_level=True)
+
+
+CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cpu_ets.yaml"
 
 
 def test_real_search_on_two_asdiv_problems(tmp_path, capsys):
@@ -90,3 +94,24 @@ def test_real_search_on_two_asdiv_problems(tmp_path, capsys):
     assert s["prompt_tokens_reused"] > 0
     # expansions after the first find their parent in the cache: most prompt tokens are reused
     assert s["prompt_tokens_reused"] > s["prompt_tokens_computed"]
+
+
+def test_the_larger_builtin_policy_solves_what_the_small_one_cannot(tmp_path, capsys):
+    """Qwen2.5-Coder-0.5B by name (joined from its pieces), greedy, on the first two tuning problems:
+    it solves both ("Seven red apples and two green apples": 9; the birds: 6), where SmolLM2-135M
+    answers 28 and 2."""
+    try:
+        models.builtin_policy_path("qwen2.5-coder-0.5b")
+    except BackendError as e:  # pragma: no cover - depends on the install
+        pytest.skip(str(e))
+    out = tmp_path / "qwen"
+    code = main(["run", "--input_path", "asdiv[0::20]", "--num_samples", "2", "--config", str(CPU_CONFIG),
+                 "--policy_model", "qwen2.5-coder-0.5b", "--select_method", "best_of_n", "--width", "1",
+                 "--set", "temperature=0", "--output_path", str(out / "answers.json"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    assert run["backends"]["policy"]["model"].endswith("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+    assert run["backends"]["reward"]["model"].endswith("weights fitted to qwen2.5-coder-0.5b")
+    answers = json.loads((out / "answers.json").read_text())
+    finals = [a["model_answer"][0]["steps"][-1] for a in answers]
+    assert [f.strip() for f in finals] == ["Therefore, the final answer is: 9.", "Therefore, the final answer is: 6."]

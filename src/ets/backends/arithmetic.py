@@ -288,6 +288,31 @@ WEIGHTS = {
 }
 
 
+# The same features fitted to another policy's work: a PRM learns its policy's habits (Qwen2.5-Coder
+# writes more equations on right paths; SmolLM2's right paths are short). Fitted by
+# `bench/prm_quality.py --fit --within` (one intercept per problem: the weights rank steps of one
+# problem, as the search compares them) on the built-in policy's samples of the tuning split, with the
+# calculator on, so no false equation was seen: those two weights are SmolLM2's.
+POLICY_WEIGHTS = {
+    "qwen2.5-coder-0.5b": {
+        "bias": -0.24,
+        "false_equations": WEIGHTS["false_equations"],
+        "newest_false": WEIGHTS["newest_false"],
+        "ungrounded": -0.65,
+        "is_answer": -0.33,
+        "answer_computed": 0.16,
+        "answer_copied": -0.07,
+        "no_work": -0.53,
+        "true_equations": 0.76,
+    },
+}
+
+
+def weights_for_policy(policy: str | None) -> dict[str, float]:
+    """The weights fitted to a built-in policy's work; SmolLM2's (``WEIGHTS``) for any other policy."""
+    return POLICY_WEIGHTS.get(str(policy), WEIGHTS)
+
+
 def path_features(question: str, steps: Sequence[str]) -> dict[str, float]:
     """What the PRM reads off a path (the question and its steps, newest last)."""
     given = question_numbers(question)
@@ -329,10 +354,10 @@ class ArithmeticPRM(Reward):
     """The model-free PRM above, as a :class:`~ets.backends.base.Reward` backend."""
 
     mode = "arithmetic"
-    model_path = "built-in, no model"
 
     def __init__(self, weights: dict[str, float] | None = None):
         self.weights = dict(WEIGHTS if weights is None else weights)
+        self.model_path = "built-in, no model" + ("" if weights is None else "; weights given")
         unknown = set(self.weights) - set(FEATURES) - {"bias"}
         if unknown:
             raise ValueError(f"unknown arithmetic PRM feature(s): {', '.join(sorted(unknown))}")
@@ -345,6 +370,14 @@ class ArithmeticPRM(Reward):
             # below this node can be right, and the search should spend its width elsewhere
             return 0.0
         return logistic(path_features(question, steps), self.weights)
+
+    @classmethod
+    def for_policy(cls, policy: str | None) -> "ArithmeticPRM":
+        """The PRM with the weights fitted to ``policy``'s work (see ``POLICY_WEIGHTS``)."""
+        fitted_to = str(policy) if str(policy) in POLICY_WEIGHTS else "smollm2-135m"
+        prm = cls(weights_for_policy(policy))
+        prm.model_path = f"built-in, no model; weights fitted to {fitted_to}"
+        return prm
 
     async def score(self, contexts: Sequence[Context]) -> list[float | None]:
         return [self.score_steps(c.question, c.steps) for c in contexts]

@@ -20,6 +20,7 @@ from ets.backends.embedder import load_embedder
 from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, TokenLogitPRM, build_llamacpp_judge, default_threads
 from ets.backends.scripted import HashingEmbedder, toy_world
 from ets.config import ConfigError, SearchConfig
+from ets.models import BUILTIN_POLICIES
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,14 @@ def build_cpu_reward(spec: BackendSpec, config: SearchConfig):
     kind = cpu_reward_kind(spec, config)
     if kind == "gguf":
         return TokenLogitPRM(spec.reward_model, format=config.format_name)
-    if kind == "judge":
-        return build_llamacpp_judge(format=config.format_name)
-    return ArithmeticPRM()
+    if kind == "judge":  # the policy model judging its own steps
+        return build_llamacpp_judge(policy_model(spec, config), format=config.format_name)
+    return ArithmeticPRM.for_policy(policy_model(spec, config))
+
+
+def policy_model(spec: BackendSpec, config: SearchConfig) -> str | None:
+    """The policy model asked for: ``--policy_model``, else the config's ``policy_model``."""
+    return spec.policy_model or config.policy_model
 
 
 def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str], None] = lambda message: None) -> Backends:
@@ -111,16 +117,18 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
     if spec.policy_hosts:
         from ets.backends.http import make_policy  # httpx: loaded only by runs against model servers
 
-        policy = make_policy(list(spec.policy_hosts), model=spec.policy_model, max_concurrency=4 * config.num_threads,
+        model = policy_model(spec, config)
+        policy = make_policy(list(spec.policy_hosts), model=model, max_concurrency=4 * config.num_threads,
                              **spec.timeouts())
-        description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": spec.policy_model}
+        description["policy"] = {"api": "openai-completions", "hosts": list(spec.policy_hosts), "model": model}
     else:
-        if not spec.policy_model and config.format_name != DEFAULT_FORMAT:
+        model = policy_model(spec, config)
+        if (model is None or model in BUILTIN_POLICIES) and config.format_name != DEFAULT_FORMAT:
             log(f"warning: the built-in CPU model is instruct-tuned for prompt_format {DEFAULT_FORMAT}; "
                 f"{config.format_name!r} will give it prompts it was not trained on (set --prompt_format {DEFAULT_FORMAT})")
         # a llama.cpp PRM decodes beside the policy: each gets half the cores; otherwise the policy takes them all
         threads = default_threads(shared=uses_cpu_llm_reward(spec, config))
-        policy = LlamaCppPolicy(model_path=spec.policy_model, seed=config.seed or 0, n_threads=threads)
+        policy = LlamaCppPolicy(model_path=model, seed=config.seed or 0, n_threads=threads)
         description["policy"] = {"engine": "llama.cpp in-process", "model": str(policy.model_path)}
         log(f"policy: {policy.model_path} (llama.cpp, in-process)")
 

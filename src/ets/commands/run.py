@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--reward_host", nargs="+", help="PRM server URL(s); none: an in-process PRM (reward_model_type: arithmetic, the default, or judge)")
     p.add_argument("--reward_api", choices=("sglang", "sglang-generate", "vllm", "vllm-pooling", "ets"),
                    help="PRM protocol (default: asked of the server, else from reward_model_type)")
-    p.add_argument("--policy_model", help="served model name to check for (HTTP), or a GGUF path (CPU)")
+    p.add_argument("--policy_model", help="served model name to check for (HTTP), or (CPU) a built-in policy "
+                   "(smollm2-135m, the default; qwen2.5-coder-0.5b) or a GGUF path; as the config key policy_model")
     p.add_argument("--reward_model", help="PRM model name to check for (HTTP), or a PRM GGUF path read in-process")
     p.add_argument("--embed_device", help="device of the sentence embedder: a GPU index (as the reference) or cpu, cuda:1, ...")
     p.add_argument("--embed_model", help="sentence-transformers model for the diversity term (default: built-in all-MiniLM-L6-v2)")
@@ -90,6 +91,8 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
             changes[key] = getattr(args, key)
     if args.embed_model:
         changes["embed_model"] = args.embed_model
+    if args.policy_model:
+        changes["policy_model"] = args.policy_model
     if config is None:
         # no YAML: our defaults, with the prompt format the chosen backend speaks
         if "prompt_format" not in changes and "policy_model_type" not in changes and not args.policy_host:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from ets.models import default_policy_model_path
+from ets.models import BUILTIN_POLICIES, resolve_policy_model
 from ets.serve.reward_server import PRM_MODES
 
 POLICY_ENGINES = ("llamacpp", "vllm", "sglang")
@@ -39,8 +39,8 @@ def register(subparsers) -> None:
         p.add_argument("--engine", choices=engines, default=default_engine,
                        help=f"inference server to start (default {default_engine})")
         p.add_argument("--model", default=None,
-                       help="model: a Hugging Face id or path (vllm, sglang), a GGUF file (llamacpp, ets); "
-                            "default: the built-in CPU model")
+                       help="model: a Hugging Face id or path (vllm, sglang), a GGUF file (llamacpp, ets) or a "
+                            f"built-in policy (llamacpp: {', '.join(BUILTIN_POLICIES)}); default: the built-in CPU model")
         p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
         p.add_argument("--port", type=int, default=DEFAULT_PORTS[role], help=f"port (default {DEFAULT_PORTS[role]})")
         p.add_argument("--gpu", default=None, help="GPU index(es) for CUDA_VISIBLE_DEVICES, e.g. 0 or 0,1")
@@ -56,6 +56,9 @@ def register(subparsers) -> None:
             p.add_argument("--prm-mode", dest="prm_mode", choices=PRM_MODES, default=None,
                            help="ets engine: arithmetic (model-free, the default with no --model), "
                                 "judge (Yes/No self-evaluation), step_tag (math-shepherd), rlhflow")
+            p.add_argument("--policy", default=None, choices=list(BUILTIN_POLICIES),
+                           help="ets engine: the built-in policy whose steps are scored (arithmetic: the weights "
+                                "fitted to its work; judge: it judges) (default: smollm2-135m)")
         p.add_argument("--n-ctx", dest="n_ctx", type=int, default=4096, help="context length (llamacpp)")
         p.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the server to answer")
         p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the command and exit")
@@ -64,8 +67,9 @@ def register(subparsers) -> None:
     serve.set_defaults(func=lambda args: (serve.print_help(), 2)[1])
 
 
-def _builtin_policy_model() -> str:
-    return str(default_policy_model_path())
+def _llamacpp_policy_model(model: str | None) -> str:
+    """A GGUF path for llama.cpp's server: the given path, a built-in policy's name, or the default built-in policy."""
+    return str(resolve_policy_model(model))
 
 
 def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
@@ -103,7 +107,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         if args.served_model_name:
             cmd += ["--served-model-name", args.served_model_name]
     elif engine == "llamacpp":
-        cmd = [py, "-m", "llama_cpp.server", "--model", model or _builtin_policy_model(),
+        cmd = [py, "-m", "llama_cpp.server", "--model", _llamacpp_policy_model(model),
                "--host", args.host, "--port", str(args.port), "--n_ctx", str(args.n_ctx)]
         if args.served_model_name:
             cmd += ["--model_alias", args.served_model_name]
@@ -117,6 +121,8 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
             cmd += ["--prompt-format", args.prompt_format]
         if getattr(args, "prm_mode", None):
             cmd += ["--prm-mode", args.prm_mode]
+        if getattr(args, "policy", None):
+            cmd += ["--policy", args.policy]
     else:  # argparse choices keep us from here
         raise SystemExit(f"unknown engine {engine!r}")
     return cmd + extra, env

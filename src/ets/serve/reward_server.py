@@ -26,6 +26,7 @@ from ets import __version__
 from ets.backends.arithmetic import ArithmeticPRM
 from ets.backends.base import Context, Reward
 from ets.backends.llamacpp import DEFAULT_FORMAT, TokenLogitPRM  # llama_cpp itself loads with the first model
+from ets.models import BUILTIN_POLICIES
 
 MAX_CONTEXTS = 1024  # per request
 PRM_MODES = ("arithmetic", "judge", "step_tag", "rlhflow")
@@ -93,23 +94,24 @@ def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type
 
 
 def builtin_reward(model_path: str | None = None, *, prompt_format: str | None = None,
-                   mode: str | None = None) -> tuple[Reward, str]:
+                   mode: str | None = None, policy: str | None = None) -> tuple[Reward, str]:
     """An in-process PRM and its display name.
 
     No model and no mode, or ``mode="arithmetic"``: the model-free arithmetic PRM (the CPU
     default, :mod:`ets.backends.arithmetic`). Otherwise the token-logit PRM on llama.cpp:
     ``mode`` (judge, step_tag, rlhflow) and ``prompt_format`` are those of
     :class:`ets.backends.llamacpp.TokenLogitPRM`; ``judge`` with no model is the small
-    instruct model answering Yes/No about its own steps.
+    instruct model answering Yes/No about its own steps. ``policy`` (a built-in policy's name): the
+    arithmetic PRM with the weights fitted to its work, or the judge that model is.
     """
     if mode == "arithmetic" or (mode is None and model_path is None):
         if model_path is not None:
             raise ValueError("the arithmetic PRM reads no model: drop --model, or choose another --prm-mode")
-        return ArithmeticPRM(), "arithmetic"
+        return ArithmeticPRM.for_policy(policy), "arithmetic"
     kwargs = {"format": prompt_format or DEFAULT_FORMAT}
     if mode is not None or model_path is None:
         kwargs["mode"] = mode or "judge"
-    reward = TokenLogitPRM(model_path, **kwargs)
+    reward = TokenLogitPRM(model_path or policy, **kwargs)
     path = reward.model_path or model_path or "builtin"
     return reward, str(path).rstrip("/").split("/")[-1]
 
@@ -135,6 +137,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the PRM reads a step: arithmetic (model-free equation checks, the default "
                              "with no --model), judge (Yes/No self-evaluation), "
                              "step_tag (math-shepherd '+'/'-' at the tag), rlhflow (Llama-3 chat '+'/'-')")
+    parser.add_argument("--policy", default=None, choices=list(BUILTIN_POLICIES),
+                        help="the built-in policy whose steps are scored: the arithmetic PRM's weights fitted to "
+                             "its work, or the judge model (default: smollm2-135m)")
     parser.add_argument("--log-level", dest="log_level", default="warning")
 
 
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        reward, name = builtin_reward(args.model, prompt_format=args.prompt_format, mode=args.prm_mode)
+        reward, name = builtin_reward(args.model, prompt_format=args.prompt_format, mode=args.prm_mode,
+                                      policy=args.policy)
     except ValueError as exc:
         parser.error(str(exc))
     url = f"http://{args.host}:{args.port}"

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from ets.backends.base import BackendError
-from ets.models import default_policy_model_path
+from ets.models import resolve_policy_model
 
 DEFAULT_FORMAT = "small_instruct"  # the prompt format the built-in CPU model runs with
 
@@ -45,10 +45,9 @@ def _silence_llama_logs() -> None:
 
 
 def load_model(model_path: str | os.PathLike | None = None):
-    """Load a GGUF model once per process (policy and judge share it); the built-in CPU model by default."""
-    if model_path is None:
-        model_path = default_policy_model_path()
-    path = str(Path(model_path).expanduser().resolve())
+    """Load a GGUF model once per process (policy and judge share it): a path, a built-in policy's name,
+    or the default built-in policy."""
+    path = str(resolve_policy_model(model_path).expanduser().resolve())
     if not os.path.isfile(path):
         raise BackendError("GGUF model file not found", where=path)
     llama_cpp = llama()
