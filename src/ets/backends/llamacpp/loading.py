@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from ets.backends.base import BackendError
-from ets.models import resolve_policy_model
+from ets.models import BUILTIN_POLICIES, resolve_policy_model
 
 DEFAULT_FORMAT = "small_instruct"  # the prompt format the built-in CPU model runs with
 
@@ -49,7 +49,7 @@ def load_model(model_path: str | os.PathLike | None = None):
     or the default built-in policy."""
     path = str(resolve_policy_model(model_path).expanduser().resolve())
     if not os.path.isfile(path):
-        raise BackendError("GGUF model file not found", where=path)
+        raise BackendError(f"GGUF model file not found (or a built-in policy: {', '.join(BUILTIN_POLICIES)})", where=path)
     llama_cpp = llama()
     with _LOAD_LOCK:
         model = _MODELS.get(path)
