@@ -116,21 +116,20 @@ def fit(rows, l2: float, features=FEATURES, extra: bool = False, within: bool = 
         for q, _, c, _ in rows:
             outcomes.setdefault(q, set()).add(bool(c))
         rows = [r for r in rows if len(outcomes[r[0]]) == 2]
-    questions = sorted({q for q, _, _, _ in rows}) if within else []
-    column = {q: i for i, q in enumerate(questions)}
+    # an intercept per group of rows: one group (the bias), or one per problem
+    group_of = (lambda q: q) if within else (lambda q: None)
+    column = {g: i for i, g in enumerate(sorted({group_of(q) for q, _, _, _ in rows}, key=str))}
+    intercepts = np.zeros((len(rows), len(column)))
+    intercepts[np.arange(len(rows)), [column[group_of(q)] for q, _, _, _ in rows]] = 1.0
     values = [{**path_features(q, s), **(extra_features(q, s) if extra else {})} for q, s, _, _ in rows]
-    intercepts = np.zeros((len(rows), len(questions)))
-    for i, (q, _, _, _) in enumerate(rows):
-        if within:
-            intercepts[i, column[q]] = 1.0
     slopes = np.array([[v[f] for f in features] for v in values])
-    x = np.hstack([intercepts, slopes]) if within else np.hstack([np.ones((len(rows), 1)), slopes])
+    x = np.hstack([intercepts, slopes])
     y = np.array([float(c) for _, _, c, _ in rows])
     positives = max(1.0, y.sum())
     sample = np.where(y > 0, len(y) / (2 * positives), len(y) / (2 * max(1.0, len(y) - positives)))
     w = np.zeros(x.shape[1])
     penalty = np.full(x.shape[1], l2)
-    penalty[:max(1, len(questions))] = 0.0  # the bias (or the problems' intercepts) is not shrunk
+    penalty[:len(column)] = 0.0  # the bias (or the problems' intercepts) is not shrunk
     for _ in range(50):
         p = 1 / (1 + np.exp(-(x @ w)))
         grad = x.T @ (sample * (p - y)) + penalty * w
@@ -139,9 +138,8 @@ def fit(rows, l2: float, features=FEATURES, extra: bool = False, within: bool = 
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    offset = max(1, len(questions))
-    bias = float(np.median(w[:offset]))
-    return {"bias": round(bias, 2), **{f: round(float(v), 2) for f, v in zip(features, w[offset:])}}
+    bias = float(np.median(w[:len(column)]))
+    return {"bias": round(bias, 2), **{f: round(float(v), 2) for f, v in zip(features, w[len(column):])}}
 
 
 # measured on the tuning split and left out of the PRM (docs/cpu-models.md)

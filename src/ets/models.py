@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,7 @@ def _join_pieces(policy: BuiltinPolicy, pieces: list[Path]) -> Path:
         with os.fdopen(fd, "wb") as out:
             for piece in pieces:
                 with open(piece, "rb") as f:
-                    while block := f.read(1 << 22):
-                        out.write(block)
+                    shutil.copyfileobj(f, out, 1 << 22)
         if policy.sha256 and _sha256(Path(tmp)) != policy.sha256:
             raise BackendError(f"the pieces of {policy.name} do not join into the expected file (SHA-256 differs); "
                                f"reinstall them with: {INSTALL_HINTS[policy.pieces[0][0]]}", where=str(target))

@@ -308,11 +308,6 @@ POLICY_WEIGHTS = {
 }
 
 
-def weights_for_policy(policy: str | None) -> dict[str, float]:
-    """The weights fitted to a built-in policy's work; SmolLM2's (``WEIGHTS``) for any other policy."""
-    return POLICY_WEIGHTS.get(str(policy), WEIGHTS)
-
-
 def path_features(question: str, steps: Sequence[str]) -> dict[str, float]:
     """What the PRM reads off a path (the question and its steps, newest last)."""
     given = question_numbers(question)
@@ -373,9 +368,10 @@ class ArithmeticPRM(Reward):
 
     @classmethod
     def for_policy(cls, policy: str | None) -> "ArithmeticPRM":
-        """The PRM with the weights fitted to ``policy``'s work (see ``POLICY_WEIGHTS``)."""
+        """The PRM with the weights fitted to ``policy``'s work (``POLICY_WEIGHTS``); SmolLM2's
+        (``WEIGHTS``) for any other policy."""
         fitted_to = str(policy) if str(policy) in POLICY_WEIGHTS else "smollm2-135m"
-        prm = cls(weights_for_policy(policy))
+        prm = cls(POLICY_WEIGHTS.get(fitted_to, WEIGHTS))
         prm.model_path = f"built-in, no model; weights fitted to {fitted_to}"
         return prm
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from pathlib import Path
 
 from ets.backends.base import BackendError
 from ets.models import BUILTIN_POLICIES, resolve_policy_model
