@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("llama_cpp")
@@ -25,7 +28,7 @@ from ets.backends.llamacpp import (  # noqa: E402
     build_llamacpp_judge,
     load_model,
 )
-from ets.backends.llamacpp.policy import _find_stop  # noqa: E402
+from ets.backends.llamacpp.policy import _find_stop, _sample  # noqa: E402
 
 FMT = get_format(DEFAULT_FORMAT)
 QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have now?"
@@ -184,6 +187,39 @@ def test_judge_render_modes():
         assert text.count("+<|eot_id|>") == 1
     finally:
         rlhf.close()
+
+
+def _load_sampling_bench():
+    spec = importlib.util.spec_from_file_location("bench_sampling", Path(__file__).parents[1] / "bench" / "sampling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.4, 1.0])
+def test_two_level_sampler_draws_what_the_full_inverse_cdf_draws(temperature):
+    full_vocabulary_sample = _load_sampling_bench().full_vocabulary_sample  # the definition, as the bench has it
+    # a vocabulary the size of Qwen's, logits spread as a model's are (a few dominant tokens, a long tail)
+    gen = np.random.default_rng(7)
+    for trial in range(40):
+        logits = (gen.normal(size=151_936) * 4).astype(np.float32)
+        logits[gen.integers(0, len(logits), 5)] += 30
+        seed = int(gen.integers(1 << 30))
+        u = np.random.default_rng(seed).random()
+        assert _sample(logits, temperature, np.random.default_rng(seed)) == \
+            full_vocabulary_sample(logits, temperature, u), trial
+
+
+def test_sampler_frequencies_follow_the_softmax():
+    logits = np.array([2.0, 1.0, 0.0, -1.0, -30.0] + [-200.0] * 3000, dtype=np.float32)
+    rng = np.random.default_rng(3)
+    counts = np.bincount([_sample(logits, 0.7, rng) for _ in range(20_000)], minlength=len(logits))
+    p = np.exp(logits[:4].astype(np.float64) / 0.7)
+    p /= p.sum()
+    expected = 20_000 * p
+    assert counts[4:].sum() == 0
+    assert np.all(np.abs(counts[:4] - expected) < 5 * np.sqrt(expected))  # 5 sigma
+    assert _sample(logits, 0.0, rng) == 0
 
 
 def test_find_stop():
