@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="the scripted toy world: seconds, for the test suite")
     ap.add_argument("--dataset", default="asdiv[10::20]", help="problems (default: the held-out ASDiv slice)")
     ap.add_argument("--problems", type=int, default=None, help="only the first N problems")
-    ap.add_argument("--config", default=str(ROOT / "configs/cpu_ets.yaml"))
+    ap.add_argument("--config", default=os.path.relpath(ROOT / "configs/cpu_ets.yaml"))  # printed as given
     ap.add_argument("--width", type=int, nargs="+", help="widths (default: 8; --quick: 4 8)")
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), help="a subset of the methods")
     ap.add_argument("--policy_host", nargs="+")

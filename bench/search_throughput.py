@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="asdiv[0::20]")
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--width", type=int, default=8)
-    ap.add_argument("--config", default=str(ROOT / "configs/cpu_ets.yaml"))
+    ap.add_argument("--config", default=os.path.relpath(ROOT / "configs/cpu_ets.yaml"))  # printed as given
     asyncio.run(main_async(ap.parse_args()))
 
 
