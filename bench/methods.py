@@ -4,8 +4,8 @@ diversity term), REBASE, beam search, DVTS, best-of-N and a greedy sample.
 For each method and width it prints accuracy by weighted majority vote and by best-of-N (last step
 score), each with a 95 % Wilson interval, the KV-cache figure (docs/algorithm.md#the-kv-cache-figure),
 tokens generated, model calls, wall time and tokens/s; then each method's ratios to REBASE at the
-same width, and the difference of each method to greedy on the same problems with a paired 95 %
-interval. It writes the run directories, `methods.json` (raw figures and ratios) and the plots of
+same width (the KV-cache ratio with a 95 % interval paired over the problems), and the difference of
+each method to greedy on the same problems with a paired 95 % interval. It writes the run directories, `methods.json` (raw figures and ratios) and the plots of
 `ets report` under --out.
 
     python bench/methods.py                  # full: the CPU models on held-out ASDiv problems (~1 h on 2 cores)
@@ -33,9 +33,9 @@ from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
 from ets.evaluate import evaluate_settings  # noqa: E402
-from ets.evaluate.intervals import paired_difference, wilson_interval  # noqa: E402
+from ets.evaluate.intervals import paired_difference, ratio_interval, wilson_interval  # noqa: E402
 from ets.evaluate.report import build_report  # noqa: E402
-from ets.runner import run_problems  # noqa: E402
+from ets.runner import CHECKPOINT_NAME, checkpoint_files, read_checkpoint, run_problems  # noqa: E402
 
 VOTE = "majority_vote/weighted/last"
 BEST = "best_of_n/last"
@@ -61,6 +61,8 @@ class Row:
     vote: list[bool]  # per problem, correct under the weighted vote
     best: list[bool]  # per problem, correct under best-of-N (last)
     stats: dict
+    kv_by_problem: dict[int, int]  # problem id -> its KV-cache figure, from the run's trees
+
 
     def figures(self) -> dict:
         n = len(self.vote)
@@ -91,7 +93,17 @@ async def run_method(name: str, width: int, problems, base: SearchConfig, backen
     results = evaluate_settings(summary.answers, [VOTE, BEST], model_type)
     return Row(name, config.width, run_dir,
                [p.correct for p in results[VOTE].problems], [p.correct for p in results[BEST].problems],
-               summary.stats.to_dict())
+               summary.stats.to_dict(), kv_by_problem(run_dir))
+
+
+def kv_by_problem(run_dir: Path) -> dict[int, int]:
+    """Each problem's KV-cache figure, as its tree (the run's checkpoint) records it."""
+    out = {}
+    for path in checkpoint_files(run_dir / "trees"):
+        saved, _ = read_checkpoint(path)
+        if saved is not None:
+            out[int(CHECKPOINT_NAME.fullmatch(path.name).group(1))] = saved["stats"]["kv_cache_size"]
+    return out
 
 
 def ratios(rows: list[Row]) -> list[dict]:
@@ -105,6 +117,10 @@ def ratios(rows: list[Row]) -> list[dict]:
         entry = {"method": r.method, "width": r.width}
         for k in COST_FIELDS:
             entry[f"{k}_ratio"] = r.stats[k] / ref.stats[k] if ref.stats[k] else None
+        # the KV ratio's 95 % interval, paired over the problems: what a few costly problems can move
+        shared = sorted(set(r.kv_by_problem) & set(ref.kv_by_problem))
+        entry["kv_cache_size_ci"] = list(ratio_interval([r.kv_by_problem[i] for i in shared],
+                                                        [ref.kv_by_problem[i] for i in shared])[1:]) if shared else None
         entry["vote_points"] = 100 * (sum(r.vote) - sum(ref.vote)) / len(r.vote)
         entry["best_points"] = 100 * (sum(r.best) - sum(ref.best)) / len(r.best)
         out.append(entry)
@@ -139,11 +155,15 @@ def render(rows: list[Row], ratio_rows: list[dict], greedy_rows: list[dict]) -> 
             f"   {_pct(f['best_accuracy'])} [{_pct(f['best_ci'][0])},{_pct(f['best_ci'][1])}]"
             f"   {f['kv_cache_size']:>10} {f['tokens_generated']:>8} {f['model_calls']:>7} {f['time']:>8.1f} {f['tokens_per_s']:>6.1f}")
     if ratio_rows:
-        lines += ["", "against REBASE at the same width (cost ratios; accuracy difference in points):",
-                  f"{'method':<17} {'width':>5} {'KV':>6} {'tokens':>7} {'calls':>6} {'time':>6} {'WMV pts':>8} {'BoN pts':>8}"]
+        lines += ["", "against REBASE at the same width (cost ratios, the KV one with its paired 95% CI; "
+                  "accuracy difference in points):",
+                  f"{'method':<17} {'width':>5} {'KV [95% CI]':>20} {'tokens':>7} {'calls':>6} {'time':>6} "
+                  f"{'WMV pts':>8} {'BoN pts':>8}"]
         for e in ratio_rows:
             cells = [f"{e[f'{k}_ratio']:.2f}x" if e[f"{k}_ratio"] is not None else "-" for k in COST_FIELDS]
-            lines.append(f"{e['method']:<17} {e['width']:>5} {cells[0]:>6} {cells[1]:>7} {cells[2]:>6} {cells[3]:>6} "
+            ci = e["kv_cache_size_ci"]
+            kv = f"{cells[0]} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else cells[0]
+            lines.append(f"{e['method']:<17} {e['width']:>5} {kv:>20} {cells[1]:>7} {cells[2]:>6} {cells[3]:>6} "
                          f"{e['vote_points']:>+8.1f} {e['best_points']:>+8.1f}")
     if greedy_rows:
         lines += ["", "against greedy on the same problems (weighted majority vote, points, paired 95% CI):"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ets.evaluate import evaluate_settings, load_answers
-from ets.evaluate.intervals import paired_difference, wilson_interval
+from ets.evaluate.intervals import paired_difference, ratio_interval, wilson_interval
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "methods.py"
 
@@ -44,6 +44,17 @@ def test_paired_difference_matches_the_normal_approximation_at_scale():
         paired_difference(a, b[:10])
 
 
+def test_ratio_interval_by_hand():
+    # R = 6 / 6 = 1; residuals -1, 0, 1 (variance 1); se = sqrt(1 / 3) / mean denominator 2
+    ratio, low, high = ratio_interval([1, 2, 3], [2, 2, 2])
+    half = 1.959963984540054 * math.sqrt(1 / 3) / 2
+    assert ratio == 1 and low == pytest.approx(1 - half) and high == pytest.approx(1 + half)
+    # costs in a fixed proportion on every problem: the ratio is known exactly, however the problems vary
+    assert ratio_interval([7, 70, 700], [10, 100, 1000]) == pytest.approx((0.7, 0.7, 0.7))
+    with pytest.raises(ValueError, match="same problems"):
+        ratio_interval([1, 2], [1])
+
+
 def test_quick_table_agrees_with_its_raw_figures(tmp_path, capsys):
     result = load_bench().main(["--quick", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
@@ -67,8 +78,14 @@ def test_quick_table_agrees_with_its_raw_figures(tmp_path, capsys):
         for key in ("kv_cache_size", "tokens_generated", "model_calls", "time"):
             assert entry[f"{key}_ratio"] == pytest.approx(row[key] / rebase[key])
         assert entry["vote_points"] == pytest.approx(100 * (row["vote_accuracy"] - rebase["vote_accuracy"]))
-        # the printed table carries the same ratio
-        assert f"{entry['kv_cache_size_ratio']:.2f}x" in printed
+        # the KV ratio's interval is paired over the problems' own figures, which add up to the run's
+        ets_kv, rebase_kv = (load_bench().kv_by_problem(Path(x["run"])) for x in (row, rebase))
+        assert sum(ets_kv.values()) == row["kv_cache_size"] and sum(rebase_kv.values()) == rebase["kv_cache_size"]
+        ids = sorted(rebase_kv)
+        ratio, low, high = ratio_interval([ets_kv[i] for i in ids], [rebase_kv[i] for i in ids])
+        assert ratio == pytest.approx(entry["kv_cache_size_ratio"]) and entry["kv_cache_size_ci"] == [low, high]
+        # the printed table carries the same ratio and interval
+        assert f"{entry['kv_cache_size_ratio']:.2f}x [{low:.2f}, {high:.2f}]" in printed
     assert len(result["ratios_to_rebase"]) == 2 * 5  # every method but REBASE and greedy, at both widths
     # greedy is one sample per problem; best-of-N gives every problem `width` trajectories
     greedy = load_answers(Path(rows[("greedy", 1)]["run"]) / "answers.json")

@@ -1,6 +1,8 @@
-"""Confidence intervals for accuracies: one run's, and the difference of two runs on the same problems.
+"""Confidence intervals for accuracies (one run's, and the difference of two runs on the same problems)
+and for the ratio of two runs' costs on the same problems.
 
-An accuracy over a few dozen problems moves by several points from luck alone; these say how much.
+An accuracy over a few dozen problems moves by several points from luck alone, and a cost total by as
+much as its few costliest problems; these say how much.
 """
 
 from __future__ import annotations
@@ -46,3 +48,24 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = Z95) -> t
     lower = diff - math.sqrt(max(0.0, (pa - la) ** 2 - 2 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2))
     upper = diff + math.sqrt(max(0.0, (ua - pa) ** 2 - 2 * phi * (ua - pa) * (pb - lb) + (pb - lb) ** 2))
     return (diff, max(-1.0, lower), min(1.0, upper))
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float],
+                   z: float = Z95) -> tuple[float, float, float]:
+    """``sum(numerators) / sum(denominators)`` over the same problems, with a 95 % interval.
+
+    The delta method for a ratio of paired means: the standard error is that of the per-problem
+    residuals ``x - R * y`` (whose mean is 0 by construction), over the mean denominator. A search's
+    cost varies far more from problem to problem than between two methods on one problem, so pairing
+    the problems is what makes a ratio on a few dozen of them tell."""
+    if len(numerators) != len(denominators):
+        raise ValueError(f"paired runs need the same problems: {len(numerators)} against {len(denominators)}")
+    n, total = len(numerators), sum(denominators)
+    if n == 0 or total <= 0:
+        raise ValueError("a ratio needs problems with a positive total cost in the denominator")
+    ratio = sum(numerators) / total
+    if n == 1:
+        return (ratio, -math.inf, math.inf)
+    residual_variance = sum((x - ratio * y) ** 2 for x, y in zip(numerators, denominators)) / (n - 1)
+    half = z * math.sqrt(residual_variance / n) / (total / n)
+    return (ratio, ratio - half, ratio + half)
