@@ -115,6 +115,17 @@ def test_interrupted_run_resumes_without_searching_finished_problems(tmp_path):
                                        resume=False))
     assert summary.resumed == 0
 
+    # a run written before a config key existed (here policy_model) resumes while the key keeps its default,
+    # and is another run once it does not
+    for path in [tmp_path / "run.json", *(tmp_path / "trees").iterdir()]:
+        saved = json.loads(path.read_text())
+        del (saved["fingerprint"] if "fingerprint" in saved else saved)["config"]["policy_model"]
+        path.write_text(json.dumps(saved))
+    assert asyncio.run(run_problems(problems, config.replace(softmax_temperature=0.5), backends, tmp_path)).resumed == 3
+    with pytest.raises(RunDirError, match=r"other settings: policy_model None then, 'other.gguf' now"):
+        asyncio.run(run_problems(problems, config.replace(softmax_temperature=0.5, policy_model="other.gguf"),
+                                 backends, tmp_path))
+
     # other backends: their checkpoints are dropped, and the resume says so
     said = []
     other = Backends(policy, reward, description={"policy": "toy 2"})

@@ -112,12 +112,15 @@ def result_config(config: SearchConfig | dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in NON_RESULT_KEYS}
 
 
-def differences(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key THEN then, NOW now`` for every key whose value differs."""
+def differences(then: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key THEN then, NOW now`` for every key whose value differs. A key absent on one side counts as
+    its value in ``defaults``, if that has it: a run written before a config key existed ran as the
+    key's default does (that is what a new key's default is for)."""
     missing = object()
+    defaults = defaults or {}
     out = []
     for key in sorted(set(then) | set(now), key=str):
-        a, b = then.get(key, missing), now.get(key, missing)
+        a, b = then.get(key, defaults.get(key, missing)), now.get(key, defaults.get(key, missing))
         if a != b:
             show = lambda v: "absent" if v is missing else repr(v)  # noqa: E731
             out.append(f"{key} {show(a)} then, {show(b)} now")
@@ -185,7 +188,7 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
     run does not have, or other settings); '' when this run may resume in it."""
     run_dir = Path(run_dir)
     by_id = {p.id: p for p in problems}
-    now = result_config(config)
+    now, defaults = result_config(config), result_config(SearchConfig())
     reasons: list[str] = []
     other_question: tuple[Problem, str] | None = None
     not_here: set[Any] = set()
@@ -205,10 +208,10 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
             continue  # damaged: dropped (and said so) when the run resumes
         checkpoints += 1
         compare(int(CHECKPOINT_NAME.fullmatch(path.name).group(1)), saved["answer"]["question"])
-        setting_changes.update(dict.fromkeys(differences(saved["fingerprint"]["config"], now)))
+        setting_changes.update(dict.fromkeys(differences(saved["fingerprint"]["config"], now, defaults)))
     run_json = _read_json(run_dir / "run.json")
     if isinstance(run_json, dict) and isinstance(run_json.get("config"), dict):
-        setting_changes.update(dict.fromkeys(differences(result_config(run_json["config"]), now)))
+        setting_changes.update(dict.fromkeys(differences(result_config(run_json["config"]), now, defaults)))
     answers_path = run_dir / answers_name
     if answers_path.is_file():
         answers = _read_json(answers_path)
