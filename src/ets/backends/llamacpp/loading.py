@@ -31,7 +31,7 @@ def llama():
     return llama_cpp
 
 
-def _silence_llama_logs() -> None:
+def quiet_llama_logs() -> None:
     """Route llama.cpp's log lines to nowhere (they go to stderr by default)."""
     global _LOG_CALLBACK
     llama_cpp = llama()
@@ -53,7 +53,7 @@ def load_model(model_path: str | os.PathLike | None = None):
     with _LOAD_LOCK:
         model = _MODELS.get(path)
         if model is None:
-            _silence_llama_logs()
+            quiet_llama_logs()
             llama_cpp.llama_backend_init()
             params = llama_cpp.llama_model_default_params()
             params.n_gpu_layers = 0
