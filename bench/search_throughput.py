@@ -1,5 +1,5 @@
 """Whole-search throughput on the CPU: generated tokens/s and problems/min of `ets run`'s search
-(policy, PRM and embedder), the old way against today's, side by side in one process.
+(policy, PRM and embedder), the old way against today's, side by side in one run.
 
 * ``old way``: the CPU default before the arithmetic PRM: SmolLM2 judging its own steps in a second
   llama.cpp context (each context on half the cores), the policy batching at most 16 sequences on its
@@ -12,92 +12,80 @@
 * ``policy alone``: today's policy with a constant-score PRM and no embedder: the same search shape
   with nothing but batched decoding, the ceiling of a whole search.
 
-Problems go in rounds of ``--round`` problems; each round runs every mode in turn, so the modes share
-the machine's load alike, and each mode searches a round's problems as `ets run` searches a data set
+Each mode lives in a process of its own, as each would in `ets run`: torch and llama.cpp share one
+OpenMP runtime in a process, and a mode run after the old way's two-thread torch work decoded 10-25 %
+slower than the same mode in a fresh process. Problems go in rounds of ``--round`` problems; each
+round runs every mode in turn (one process works, the others wait), so the modes share the machine's
+load alike, and each mode searches a round's problems as `ets run` searches a data set
 (``num_threads`` at a time, the next one starting when one finishes). Same problems, config and seed
 throughout.
 
-    .venv/bin/python bench/search_throughput.py --problems 8 --width 8
+    .venv/bin/python bench/search_throughput.py --problems 16 --width 8
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ets.backends.base import Backends  # noqa: E402
-from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
+from ets.backends.factory import BackendSpec, build_backends, build_embedder, cpu_policy_file  # noqa: E402
 from ets.backends.llamacpp import LlamaCppPolicy, build_llamacpp_judge, default_threads  # noqa: E402
 from ets.backends.scripted import ScriptedReward  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
-from ets.models import resolve_policy_model  # noqa: E402
 from ets.runner import run_problems  # noqa: E402
 
 
-TORCH_THREADS = {"old way (self-judge)": os.cpu_count() or 1}  # other modes: one, as the embedder sets it
+OLD_WAY, TODAY, STORED, ALONE = "old way (self-judge)", "today (arithmetic PRM)", "today, stored weights", "policy alone"
+MODES = (OLD_WAY, TODAY, STORED, ALONE)
 OLD_NUM_THREADS = 4  # problems at once in the CPU config of the old way
 
 
-def build_modes(config: SearchConfig) -> dict[str, Backends]:
-    today = build_backends(BackendSpec(), config)  # exactly what `ets run` builds for this config
+def build_mode(name: str, config: SearchConfig) -> tuple[Backends, SearchConfig]:
+    """The backends a mode searches with and the config it searches by."""
     seed = config.seed or 0
-    stored = resolve_policy_model(config.policy_model, "stored")
-    return {
-        "old way (self-judge)": Backends(
+    if name == OLD_WAY:
+        stored = cpu_policy_file(BackendSpec(), config.replace(policy_weights="stored"))
+        embedder = build_embedder(config, BackendSpec())
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)  # the old embedder ran on torch's default threads
+        backends = Backends(
             LlamaCppPolicy(stored, seed=seed, n_threads=default_threads(shared=True), n_batch_seqs=16),
             build_llamacpp_judge(stored, format=config.format_name, n_threads=default_threads(shared=True)),
-            today.embedder),
-        "today (arithmetic PRM)": today,
-        "today, stored weights": build_backends(BackendSpec(), config.replace(policy_weights="stored")),
-        "policy alone": Backends(today.policy, ScriptedReward(lambda question, steps: 0.5), None),
-    }
+            embedder)
+        return backends, config.replace(num_threads=OLD_NUM_THREADS)
+    if name == TODAY:
+        return build_backends(BackendSpec(), config), config  # exactly what `ets run` builds for this config
+    if name == STORED:
+        return build_backends(BackendSpec(), config.replace(policy_weights="stored")), config
+    policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed, n_threads=default_threads())
+    return Backends(policy, ScriptedReward(lambda question, steps: 0.5), None), config.replace(lambdas=0.0)
 
 
-async def main_async(args) -> None:
-    config = SearchConfig.from_yaml(args.config).replace(width=args.width)
-    problems = load_problems(args.dataset, args.problems)
-    modes = build_modes(config)
-    totals = {name: {"tokens": 0, "time": 0.0, "problems": 0} for name in modes}
-    rounds = [problems[i:i + args.round] for i in range(0, len(problems), args.round)]
+def serve_mode(name: str, config: SearchConfig, dataset: str, n_problems: int, conn) -> None:
+    """A mode's process: build its backends, then search each round's problems it is sent, answering
+    (tokens generated, seconds); None ends it."""
+    backends, config = build_mode(name, config)
+    problems = load_problems(dataset, n_problems)
+    conn.send("ready")
     with tempfile.TemporaryDirectory() as tmp:
-        for number, batch in enumerate(rounds):
-            for index, (name, backends) in enumerate(modes.items()):
-                mode_config = config.replace(lambdas=0.0) if backends.embedder is None else config
-                if name.startswith("old way"):
-                    mode_config = mode_config.replace(num_threads=OLD_NUM_THREADS)
-                torch.set_num_threads(TORCH_THREADS.get(name, 1))
-                started = time.perf_counter()
-                summary = await run_problems(batch, mode_config, backends, Path(tmp) / f"round{number}-mode{index}")
-                totals[name]["time"] += time.perf_counter() - started
-                totals[name]["tokens"] += summary.stats.tokens_generated
-                totals[name]["problems"] += len(batch)
-                print(f"round {number + 1}/{len(rounds)} {name}: {summary.stats.tokens_generated} tokens in "
-                      f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
-    for backends in modes.values():
-        backends.close()
-    print(f"whole ETS search ({args.config}, width {config.width}, lambdas {config.lambdas}), "
-          f"{len(problems)} problems of {args.dataset} in rounds of {args.round}, {os.cpu_count()} cores, "
-          f"{config.num_threads} problems at once (old way: {OLD_NUM_THREADS}, on the stored weights)")
-    print(f"{'mode':<24} {'tokens':>7} {'time s':>8} {'tok/s':>7} {'problems/min':>13}")
-    rate = {}
-    for name, t in totals.items():
-        rate[name] = t["tokens"] / t["time"]
-        print(f"{name:<24} {t['tokens']:>7} {t['time']:>8.1f} {rate[name]:>7.1f} {60 * t['problems'] / t['time']:>13.2f}")
-    today = rate["today (arithmetic PRM)"]
-    print(f"ratio today / old way: {today / rate['old way (self-judge)']:.2f}x tokens/s; "
-          f"today / policy alone: {today / rate['policy alone']:.2f}; "
-          f"16-bit / stored weights: {today / rate['today, stored weights']:.2f}x")
+        while (job := conn.recv()) is not None:
+            number, start, stop = job
+            started = time.perf_counter()
+            summary = asyncio.run(run_problems(problems[start:stop], config, backends, Path(tmp) / f"round{number}"))
+            conn.send((summary.stats.tokens_generated, time.perf_counter() - started))
+    backends.close()
 
 
 def main() -> None:
@@ -107,7 +95,46 @@ def main() -> None:
     ap.add_argument("--round", type=int, default=8, help="problems a mode searches before the next mode's turn")
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--config", default=os.path.relpath(ROOT / "configs/cpu_ets.yaml"))  # printed as given
-    asyncio.run(main_async(ap.parse_args()))
+    args = ap.parse_args()
+
+    config = SearchConfig.from_yaml(args.config).replace(width=args.width)
+    n_problems = len(load_problems(args.dataset, args.problems))
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no thread pool inherited
+    workers = {}
+    for name in MODES:
+        conn, child = spawn.Pipe()
+        process = spawn.Process(target=serve_mode, args=(name, config, args.dataset, n_problems, child), daemon=True)
+        process.start()
+        workers[name] = (process, conn)
+    for name, (process, conn) in workers.items():
+        if conn.recv() != "ready":  # pragma: no cover - a worker that failed to load raises in its process
+            sys.exit(f"{name}: the mode's process failed")
+    totals = {name: {"tokens": 0, "time": 0.0, "problems": 0} for name in MODES}
+    rounds = [(start, min(start + args.round, n_problems)) for start in range(0, n_problems, args.round)]
+    for number, (start, stop) in enumerate(rounds):
+        for name, (process, conn) in workers.items():
+            conn.send((number, start, stop))
+            tokens, seconds = conn.recv()
+            totals[name]["tokens"] += tokens
+            totals[name]["time"] += seconds
+            totals[name]["problems"] += stop - start
+            print(f"round {number + 1}/{len(rounds)} {name}: {tokens} tokens in {seconds:.1f}s", file=sys.stderr)
+    for process, conn in workers.values():
+        conn.send(None)
+        process.join()
+
+    print(f"whole ETS search ({args.config}, width {config.width}, lambdas {config.lambdas}), "
+          f"{n_problems} problems of {args.dataset} in rounds of {args.round}, {os.cpu_count()} cores, "
+          f"{config.num_threads} problems at once (old way: {OLD_NUM_THREADS}, on the stored weights), a process a mode")
+    print(f"{'mode':<24} {'tokens':>7} {'time s':>8} {'tok/s':>7} {'problems/min':>13}")
+    rate = {}
+    for name, t in totals.items():
+        rate[name] = t["tokens"] / t["time"]
+        print(f"{name:<24} {t['tokens']:>7} {t['time']:>8.1f} {rate[name]:>7.1f} {60 * t['problems'] / t['time']:>13.2f}")
+    today = rate[TODAY]
+    print(f"ratio today / old way: {today / rate[OLD_WAY]:.2f}x tokens/s; "
+          f"today / policy alone: {today / rate[ALONE]:.2f}; "
+          f"16-bit / stored weights: {today / rate[STORED]:.2f}x")
 
 
 if __name__ == "__main__":
