@@ -9,8 +9,9 @@
   embedder on one torch thread;
 * ``today, stored weights``: today's search with ``policy_weights: stored``, the policy computing with
   the shipped 4-bit file instead of its 16-bit copy (docs/cpu-models.md#weights): what the copy buys;
-* ``policy alone``: today's policy with a constant-score PRM and no embedder: the same search shape
-  with nothing but batched decoding, the ceiling of a whole search.
+* ``policy alone``: today's policy with a constant-score PRM and no embedder: nothing but batched
+  decoding. No ceiling: with every score equal ETS keeps more branches, another tree, whose waits for
+  their slowest child leave the batches emptier.
 
 Each mode lives in a process of its own, as each would in `ets run`: torch and llama.cpp share one
 OpenMP runtime in a process, and a mode run after the old way's two-thread torch work decoded 10-25 %
@@ -73,11 +74,10 @@ def build_mode(name: str, config: SearchConfig) -> tuple[Backends, SearchConfig]
     return Backends(policy, ScriptedReward(lambda question, steps: 0.5), None), config.replace(lambdas=0.0)
 
 
-def serve_mode(name: str, config: SearchConfig, dataset: str, n_problems: int, conn) -> None:
-    """A mode's process: build its backends, then search each round's problems it is sent, answering
-    (tokens generated, seconds); None ends it."""
+def serve_mode(name: str, config: SearchConfig, problems: list, conn) -> None:
+    """A mode's process: build its backends, then search the slices of ``problems`` it is sent,
+    answering (tokens generated, seconds); None ends it."""
     backends, config = build_mode(name, config)
-    problems = load_problems(dataset, n_problems)
     conn.send("ready")
     with tempfile.TemporaryDirectory() as tmp:
         while (job := conn.recv()) is not None:
@@ -86,6 +86,14 @@ def serve_mode(name: str, config: SearchConfig, dataset: str, n_problems: int, c
             summary = asyncio.run(run_problems(problems[start:stop], config, backends, Path(tmp) / f"round{number}"))
             conn.send((summary.stats.tokens_generated, time.perf_counter() - started))
     backends.close()
+
+
+def receive(name: str, conn):
+    """The next answer of a mode's process; a process that died (its traceback is above) ends the bench."""
+    try:
+        return conn.recv()
+    except EOFError:
+        sys.exit(f"bench/search_throughput.py: the process of mode {name!r} failed (its error is above)")
 
 
 def main() -> None:
@@ -98,23 +106,24 @@ def main() -> None:
     args = ap.parse_args()
 
     config = SearchConfig.from_yaml(args.config).replace(width=args.width)
-    n_problems = len(load_problems(args.dataset, args.problems))
+    problems = load_problems(args.dataset, args.problems)
+    n_problems = len(problems)
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no thread pool inherited
     workers = {}
     for name in MODES:
         conn, child = spawn.Pipe()
-        process = spawn.Process(target=serve_mode, args=(name, config, args.dataset, n_problems, child), daemon=True)
+        process = spawn.Process(target=serve_mode, args=(name, config, problems, child), daemon=True)
         process.start()
+        child.close()  # the process holds its own end: when it dies, receive() sees the pipe close
         workers[name] = (process, conn)
     for name, (process, conn) in workers.items():
-        if conn.recv() != "ready":  # pragma: no cover - a worker that failed to load raises in its process
-            sys.exit(f"{name}: the mode's process failed")
+        receive(name, conn)  # "ready": its models are loaded
     totals = {name: {"tokens": 0, "time": 0.0, "problems": 0} for name in MODES}
     rounds = [(start, min(start + args.round, n_problems)) for start in range(0, n_problems, args.round)]
     for number, (start, stop) in enumerate(rounds):
         for name, (process, conn) in workers.items():
             conn.send((number, start, stop))
-            tokens, seconds = conn.recv()
+            tokens, seconds = receive(name, conn)
             totals[name]["tokens"] += tokens
             totals[name]["time"] += seconds
             totals[name]["problems"] += stop - start
