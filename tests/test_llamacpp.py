@@ -152,6 +152,37 @@ def test_small_cache_evicts_instead_of_failing():
         p.close()
 
 
+def test_siblings_appending_the_same_token_share_one_batch_row():
+    """Forked slots that append the same token are decoded once; after they part, each sequence's
+    logits are what that sequence alone gives, and emptying one sibling leaves the others whole."""
+    model = load_model()
+    prompt = "Tom has 3 apples and buys 5 more. How many"
+    eng = SlotEngine(model, n_ctx=1024, n_slots=6, n_threads=2)
+    try:
+        a, b = (eng.tokenize(word, add_bos=False)[0] for word in (" apples", " more"))
+        paths = [[a, a, a, b], [a, a, b, a], [a, b, a, a]]
+        base, *_ = eng.prepare(eng.tokenize(prompt))
+        kids = eng.fork(base, 3, {base})
+        rows = []
+        for depth in range(3):
+            before = eng.tokens_shared
+            logits = eng.decode_next([(k, path[depth]) for k, path in zip(kids, paths)])
+            rows.append(3 - (eng.tokens_shared - before))
+        assert rows == [1, 2, 3]  # all alike; two alike; all apart
+        eng.clear(kids[0])  # the first sibling evicted: the cells it shared stay with the others
+        last = eng.decode_next([(k, path[3]) for k, path in zip(kids[1:], paths[1:])])
+        for got, tokens in [(logits[0], paths[0][:3]), (last[0], paths[1]), (last[1], paths[2])]:
+            alone = SlotEngine(model, n_ctx=512, n_slots=2, n_threads=2)
+            try:
+                *_, want = alone.prepare(eng.tokenize(prompt) + tokens)
+            finally:
+                alone.close()
+            assert int(np.argmax(got)) == int(np.argmax(want))
+            assert np.abs(got - want).max() < 0.25  # batched arithmetic differs in the last bits only
+    finally:
+        eng.close()
+
+
 def test_judge_scores_are_probabilities(judge):
     ctx = root()
     good = ctx.child("Tom has 3 + 5 = 8 apples.\n")

@@ -4,7 +4,8 @@ A slot (a llama.cpp sequence id) remembers the tokens its sequence holds. :meth:
 puts a token list into the slot sharing the longest prefix with it and evaluates only the rest;
 :meth:`SlotEngine.fork` copies a slot into others with ``llama_memory_seq_cp`` (the cache cells are
 shared, not copied); :meth:`SlotEngine.decode_next` extends several slots by one token each in one
-``llama_decode`` call. When the cache is full, the least recently used slots are emptied.
+``llama_decode`` call, and evaluates once the token that several slots in the same state append (siblings
+sampling the same words). When the cache is full, the least recently used slots are emptied.
 
 llama.cpp contexts are not thread-safe: callers hold :attr:`SlotEngine.lock` around every call.
 """
@@ -67,7 +68,8 @@ class SlotEngine:
             raise BackendError(f"llama.cpp could not create a context: {e}", where=model.path_model) from e
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx.ctx)
         self.mem = llama_cpp.llama_get_memory(self.ctx.ctx)
-        self.batch = llama_cpp.llama_batch_init(max(n_batch, n_slots), 0, 1)
+        # a token may belong to every slot at once (decode_next's shared rows)
+        self.batch = llama_cpp.llama_batch_init(max(n_batch, n_slots), 0, n_slots)
         self.slots = [_Slot() for _ in range(n_slots)]
         self.clock = 0
         self.lock = threading.Lock()
@@ -76,6 +78,7 @@ class SlotEngine:
         self.prompt_tokens_computed = 0
         self.prompt_tokens_reused = 0
         self.decode_calls = 0
+        self.tokens_shared = 0  # tokens decode_next appended without a batch row of their own
 
     def close(self) -> None:
         if self.batch is not None:
@@ -155,14 +158,17 @@ class SlotEngine:
 
     # --- decoding --------------------------------------------------------
 
-    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
-        """Decode (token, pos, seq, want_logits) items as one batch."""
+    def _decode(self, items: list[tuple[int, int, int | Sequence[int], bool]]) -> None:
+        """Decode (token, pos, seq or seqs, want_logits) items as one batch."""
         b = self.batch
-        for i, (tok, pos, seq, logits) in enumerate(items):
+        for i, (tok, pos, seqs, logits) in enumerate(items):
             b.token[i] = tok
             b.pos[i] = pos
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = seq
+            if isinstance(seqs, int):
+                seqs = (seqs,)
+            b.n_seq_id[i] = len(seqs)
+            for j, seq in enumerate(seqs):
+                b.seq_id[i][j] = seq
             b.logits[i] = logits
         b.n_tokens = len(items)
         rc = self.llama_cpp.llama_decode(self.ctx.ctx, b)
@@ -223,12 +229,39 @@ class SlotEngine:
 
     def decode_next(self, tokens: list[tuple[int, int]]) -> list[np.ndarray]:
         """Append one token to each of several slots (``(slot, token)`` pairs), decoding them as one
-        batch; return each slot's next-token logits, in order."""
-        self._decode([(tok, len(self.slots[sid].tokens), sid, True) for sid, tok in tokens])
+        batch; return each slot's next-token logits, in order.
+
+        Slots holding the same tokens that append the same token are in one state: their next-token
+        distribution is one. They get one batch row, tagged with all of them (its cell is shared, as a
+        fork's are), and its logits (one array, for all of them: read, never write). Siblings sampled at
+        a low temperature often open their steps alike, and on 2 cores every row costs its share of the
+        call; the sequences split where their samples first differ."""
+        rows, row_of = self.rows(tokens)
+        self._decode([(tok, len(self.slots[sids[0]].tokens), sids, True) for tok, sids in rows])
+        self.tokens_shared += len(tokens) - len(rows)
         for sid, tok in tokens:
             self.slots[sid].tokens.append(tok)
             self._touch(sid)
-        return [self._logits(i) for i in range(len(tokens))]
+        logits = [self._logits(i) for i in range(len(rows))]
+        return [logits[r] for r in row_of]
+
+    def rows(self, tokens: list[tuple[int, int]]) -> tuple[list[tuple[int, list[int]]], list[int]]:
+        """The batch rows :meth:`decode_next` makes of ``(slot, token)`` pairs: ``(token, slots)`` for each
+        state (equal tokens held, equal token appended), and each pair's row."""
+        rows: list[tuple[int, list[int]]] = []
+        by_key: dict[tuple[int, int], list[int]] = {}  # (length, token) -> rows that may be the same state
+        row_of: list[int] = []
+        for sid, tok in tokens:
+            held = self.slots[sid].tokens
+            candidates = by_key.setdefault((len(held), tok), [])
+            row = next((r for r in candidates if self.slots[rows[r][1][0]].tokens == held), None)
+            if row is None:
+                row = len(rows)
+                rows.append((tok, []))
+                candidates.append(row)
+            rows[row][1].append(sid)
+            row_of.append(row)
+        return rows, row_of
 
     def fork(self, src: int, n: int, protect: set[int]) -> list[int]:
         """``n`` slots holding ``src``'s tokens (cells shared through llama_memory_seq_cp)."""

@@ -41,6 +41,7 @@ from ets.backends.llamacpp.engine import SlotEngine
 from ets.backends.llamacpp.loading import load_model
 
 
+MAX_SLOTS = 256  # llama.cpp's limit on sequences in a context (LLAMA_MAX_SEQ)
 _SAMPLE_BLOCK = 1024  # vocabulary entries a block of the two-level inverse CDF
 
 
@@ -129,7 +130,8 @@ class LlamaCppPolicy(Policy):
         self.model_path = self.model.path_model
         self.n_batch_seqs = max(1, int(n_batch_seqs))
         self.share_prefix = share_prefix
-        n_slots = n_slots or min(64, 2 * self.n_batch_seqs + 4)
+        # children in one state share a batch row, so more children than rows run at once
+        n_slots = n_slots or min(MAX_SLOTS, 4 * self.n_batch_seqs + 4)
         if n_slots < 2:
             raise ValueError("n_slots must be at least 2 (a prompt and a child)")
         self.engine = SlotEngine(self.model, n_ctx=n_ctx, n_slots=n_slots, n_threads=n_threads)
@@ -235,21 +237,32 @@ class LlamaCppPolicy(Policy):
                     raise
 
     def _admit(self, admitted: list[_Request], active: list[_Active]) -> None:
-        """Evaluate new prompts and fork children while there is room in the batch and the slots."""
+        """Evaluate new prompts and fork children while there is room in the batch and the slots.
+
+        The batch's room is counted in rows: children in one state (same tokens, same next token) share
+        a row (:meth:`SlotEngine.decode_next`), so a request's children forked together, most of them
+        opening alike at a low temperature, take a row for each distinct first token."""
         eng = self.engine
+        rows = len(eng.rows([(a.child.slot, a.child.token) for a in active])[0])
         for req in admitted:
             busy = {a.child.slot for a in active} | {r.base for r in admitted if r.base is not None}
-            if len(active) >= self.n_batch_seqs or eng.n_slots - len(busy) < (1 if req.base is not None else 2):
+            if rows >= self.n_batch_seqs or eng.n_slots - len(busy) < (1 if req.base is not None else 2):
                 break
             if req.base is None:
                 req.base, req.computed, req.reused, req.logits = eng.prepare(req.tokens, protect=busy)
                 busy.add(req.base)
-            while req.started < req.n and len(active) < self.n_batch_seqs and eng.n_slots - len(busy) >= 1:
+            opened: set[int] = set()  # first tokens of the children forked in this call: a row each
+            while req.started < req.n and eng.n_slots - len(busy) >= 1:
+                rng = req.rng(req.started)
+                token = _sample(req.logits, req.params.temperature, rng)
+                if token not in opened:
+                    if rows >= self.n_batch_seqs:
+                        break  # this child waits; its generator is made afresh when it is forked
+                    opened.add(token)
+                    rows += 1
                 sid = eng.fork(req.base, 1, busy)[0]
                 busy.add(sid)
-                rng = req.rng(req.started)
-                child = _Child(slot=sid, token=_sample(req.logits, req.params.temperature, rng))
-                active.append(_Active(req, req.started, child, rng))
+                active.append(_Active(req, req.started, _Child(slot=sid, token=token), rng))
                 req.started += 1
             if req.started < req.n:
                 break  # first come, first served: the rest waits for room
