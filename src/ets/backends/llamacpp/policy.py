@@ -11,7 +11,10 @@ A request for a node's text
    copied), samples each child's first token from the prefix's last logits, and
    decodes the children together, one token of each per ``llama_decode`` call (a
    batch of ``k`` sequences), so the prefix is evaluated once whatever ``k`` is
-   and both cores work on every call.
+   and both cores work on every call;
+3. decodes children that have sampled the same tokens so far as one sequence:
+   they are in one state, so one batch row serves them all, and they part at
+   the first token their samples differ in (``SlotEngine.decode_next``).
 
 The children's slots keep their tokens afterwards, so expanding a child later
 finds its whole text in the cache but for its newest step's last token.
@@ -114,10 +117,11 @@ class LlamaCppPolicy(Policy):
     A scheduler thread owns the llama.cpp context. It evaluates each request's
     prompt once (what the cache does not already hold), forks its children
     from it, and decodes every running child of every request together, one
-    token each per ``llama_decode`` call: up to ``n_batch_seqs`` sequences a
-    batch (continuous batching; the search expands all nodes of a depth at
-    once). ``n_slots`` sequence slots keep recent prefixes cached; ``n_ctx``
-    is the size of the one KV cache all slots share.
+    token each per ``llama_decode`` call: up to ``n_batch_seqs`` rows a batch,
+    children in one state sharing a row (continuous batching; the search
+    expands all nodes of a depth at once). ``n_slots`` sequence slots keep
+    recent prefixes cached and hold the running children; ``n_ctx`` is the
+    size of the one KV cache all slots share.
 
     ``share_prefix=False``: :meth:`generate` runs :meth:`generate_unshared`, the baseline
     of ``bench/prefix_sharing.py``.
