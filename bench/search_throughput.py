@@ -2,11 +2,13 @@
 (policy, PRM and embedder), the old way against today's, side by side in one run.
 
 * ``old way``: the CPU default before the arithmetic PRM: SmolLM2 judging its own steps in a second
-  llama.cpp context (each context on half the cores), the policy batching at most 16 sequences on its
-  stored 4-bit weights, the embedder on torch's default threads (every core);
+  llama.cpp context (each context on half the cores), the policy batching at most 16 sequences, a row
+  each, on its stored 4-bit weights, the embedder on torch's default threads (every core);
 * ``today``: what `ets run` builds for the config (the factory itself): the model-free arithmetic PRM,
   the policy on every core with batches of up to 32 sequences on the 16-bit copy of its weights, the
   embedder on one torch thread;
+* ``today, a row a child``: today's search with every child decoded in a batch row of its own, as
+  before children in one state (the same tokens so far) shared one: what that sharing buys;
 * ``today, stored weights``: today's search with ``policy_weights: stored``, the policy computing with
   the shipped 4-bit file instead of its 16-bit copy (docs/cpu-models.md#weights): what the copy buys;
 * ``policy alone``: today's policy with a constant-score PRM and no embedder: nothing but batched
@@ -48,7 +50,8 @@ from ets.runner import run_problems  # noqa: E402
 
 
 OLD_WAY, TODAY, STORED, ALONE = "old way (self-judge)", "today (arithmetic PRM)", "today, stored weights", "policy alone"
-MODES = (OLD_WAY, TODAY, STORED, ALONE)
+ROW_A_CHILD = "today, a row a child"
+MODES = (OLD_WAY, TODAY, ROW_A_CHILD, STORED, ALONE)
 OLD_NUM_THREADS = 4  # problems at once in the CPU config of the old way
 
 
@@ -62,7 +65,7 @@ def build_mode(name: str, config: SearchConfig) -> tuple[Backends, SearchConfig]
 
         torch.set_num_threads(os.cpu_count() or 1)  # the old embedder ran on torch's default threads
         backends = Backends(
-            LlamaCppPolicy(stored, seed=seed, n_threads=default_threads(shared=True), n_batch_seqs=16),
+            LlamaCppPolicy(stored, seed=seed, n_threads=default_threads(shared=True), n_batch_seqs=16, share_rows=False),
             build_llamacpp_judge(stored, format=config.format_name, n_threads=default_threads(shared=True)),
             embedder)
         return backends, config.replace(num_threads=OLD_NUM_THREADS)
@@ -70,6 +73,12 @@ def build_mode(name: str, config: SearchConfig) -> tuple[Backends, SearchConfig]
         return build_backends(BackendSpec(), config), config  # exactly what `ets run` builds for this config
     if name == STORED:
         return build_backends(BackendSpec(), config.replace(policy_weights="stored")), config
+    if name == ROW_A_CHILD:
+        backends = build_backends(BackendSpec(), config)
+        backends.policy.close()
+        backends.policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed,
+                                         n_threads=default_threads(), share_rows=False)
+        return backends, config
     policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed, n_threads=default_threads())
     return Backends(policy, ScriptedReward(lambda question, steps: 0.5), None), config.replace(lambdas=0.0)
 
@@ -143,6 +152,7 @@ def main() -> None:
     today = rate[TODAY]
     print(f"ratio today / old way: {today / rate[OLD_WAY]:.2f}x tokens/s; "
           f"today / policy alone: {today / rate[ALONE]:.2f}; "
+          f"shared rows / a row a child: {today / rate[ROW_A_CHILD]:.2f}x; "
           f"16-bit / stored weights: {today / rate[STORED]:.2f}x")
 
 

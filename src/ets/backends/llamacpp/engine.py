@@ -43,7 +43,8 @@ class _Slot:
 class SlotEngine:
     """One llama.cpp context with a pool of sequence slots sharing a unified KV cache."""
 
-    def __init__(self, model, *, n_ctx: int, n_slots: int, n_threads: int | None, n_batch: int = 512):
+    def __init__(self, model, *, n_ctx: int, n_slots: int, n_threads: int | None, n_batch: int = 512,
+                 share_rows: bool = True):
         self.ctx = self.batch = None  # what close() frees, should the context not come up
         llama_cpp = llama()
         self.llama_cpp = llama_cpp
@@ -53,6 +54,7 @@ class SlotEngine:
         n_threads = n_threads or default_threads()
         self.n_slots = n_slots
         self.n_batch = n_batch
+        self.share_rows = share_rows  # False: a row for every slot (the baseline bench/search_throughput.py measures)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch
@@ -253,7 +255,7 @@ class SlotEngine:
         row_of: list[int] = []
         for sid, tok in tokens:
             held = self.slots[sid].tokens
-            candidates = by_key.setdefault((len(held), tok), [])
+            candidates = by_key.setdefault((len(held), tok), []) if self.share_rows else []
             row = next((r for r in candidates if self.slots[rows[r][1][0]].tokens == held), None)
             if row is None:
                 row = len(rows)

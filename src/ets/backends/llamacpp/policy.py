@@ -124,21 +124,23 @@ class LlamaCppPolicy(Policy):
     size of the one KV cache all slots share.
 
     ``share_prefix=False``: :meth:`generate` runs :meth:`generate_unshared`, the baseline
-    of ``bench/prefix_sharing.py``.
+    of ``bench/prefix_sharing.py``; ``share_rows=False``: a batch row for every child, as
+    ``bench/search_throughput.py``'s baselines decode.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = 8192,
                  n_threads: int | None = None, seed: int = 0, n_batch_seqs: int = 32,
-                 n_slots: int | None = None, share_prefix: bool = True):
+                 n_slots: int | None = None, share_prefix: bool = True, share_rows: bool = True):
         self.model = load_model(model_path)
         self.model_path = self.model.path_model
         self.n_batch_seqs = max(1, int(n_batch_seqs))
         self.share_prefix = share_prefix
         # children in one state share a batch row, so more children than rows run at once
-        n_slots = n_slots or min(MAX_SLOTS, 4 * self.n_batch_seqs + 4)
+        n_slots = n_slots or min(MAX_SLOTS, (4 if share_rows else 2) * self.n_batch_seqs + 4)
         if n_slots < 2:
             raise ValueError("n_slots must be at least 2 (a prompt and a child)")
-        self.engine = SlotEngine(self.model, n_ctx=n_ctx, n_slots=n_slots, n_threads=n_threads)
+        self.engine = SlotEngine(self.model, n_ctx=n_ctx, n_slots=n_slots, n_threads=n_threads,
+                                 share_rows=share_rows)
         self.seed = seed
         self._cv = threading.Condition()
         self._pending: list[_Request] = []
