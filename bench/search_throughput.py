@@ -77,9 +77,9 @@ def build_mode(name: str, config: SearchConfig) -> tuple[Backends, SearchConfig]
         backends = build_backends(BackendSpec(), config)
         backends.policy.close()
         backends.policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed,
-                                         n_threads=default_threads(), share_rows=False)
+                                         n_threads=default_threads(shared=False), share_rows=False)
         return backends, config
-    policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed, n_threads=default_threads())
+    policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed, n_threads=default_threads(shared=False))
     return Backends(policy, ScriptedReward(lambda question, steps: 0.5), None), config.replace(lambdas=0.0)
 
 
