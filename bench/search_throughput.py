@@ -12,8 +12,7 @@
 * ``today, stored weights``: today's search with ``policy_weights: stored``, the policy computing with
   the shipped 4-bit file instead of its 16-bit copy (docs/cpu-models.md#weights): what the copy buys;
 * ``policy alone``: today's policy with a constant-score PRM and no embedder: nothing but batched
-  decoding. No ceiling: with every score equal ETS keeps more branches, another tree, whose waits for
-  their slowest child leave the batches emptier.
+  decoding, on the tree ETS grows when every score is equal (another tree than today's).
 
 Each mode lives in a process of its own, as each would in `ets run`: torch and llama.cpp share one
 OpenMP runtime in a process, and a mode run after the old way's two-thread torch work decoded 10-25 %
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ets.backends.base import Backends  # noqa: E402
-from ets.backends.factory import BackendSpec, build_backends, build_embedder, cpu_policy_file  # noqa: E402
+from ets.backends.factory import BackendSpec, build_backends, build_cpu_reward, build_embedder, cpu_policy_file  # noqa: E402
 from ets.backends.llamacpp import LlamaCppPolicy, build_llamacpp_judge, default_threads  # noqa: E402
 from ets.backends.scripted import ScriptedReward  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
@@ -74,13 +73,16 @@ def build_mode(name: str, config: SearchConfig) -> tuple[Backends, SearchConfig]
     if name == STORED:
         return build_backends(BackendSpec(), config.replace(policy_weights="stored")), config
     if name == ROW_A_CHILD:
-        backends = build_backends(BackendSpec(), config)
-        backends.policy.close()
-        backends.policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed,
-                                         n_threads=default_threads(shared=False), share_rows=False)
-        return backends, config
-    policy = LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=seed, n_threads=default_threads(shared=False))
-    return Backends(policy, ScriptedReward(lambda question, steps: 0.5), None), config.replace(lambdas=0.0)
+        spec = BackendSpec()
+        return Backends(todays_policy(config, share_rows=False), build_cpu_reward(spec, config),
+                        build_embedder(config, spec)), config
+    return Backends(todays_policy(config), ScriptedReward(lambda question, steps: 0.5), None), config.replace(lambdas=0.0)
+
+
+def todays_policy(config: SearchConfig, **options) -> LlamaCppPolicy:
+    """The policy `ets run` builds beside the arithmetic PRM (every core), with ``options`` changed."""
+    return LlamaCppPolicy(cpu_policy_file(BackendSpec(), config), seed=config.seed or 0,
+                          n_threads=default_threads(shared=False), **options)
 
 
 def serve_mode(name: str, config: SearchConfig, problems: list, conn) -> None:
