@@ -5,12 +5,12 @@
   llama.cpp context (each context on half the cores), the policy batching at most 16 sequences, a row
   each, on its stored 4-bit weights, the embedder on torch's default threads (every core);
 * ``today``: what `ets run` builds for the config (the factory itself): the model-free arithmetic PRM,
-  the policy on every core with batches of up to 32 sequences on the 16-bit copy of its weights, the
-  embedder on one torch thread;
+  the policy on every core with batches of up to 32 sequences on the copy of its weights that decodes
+  faster on this machine (``policy_weights: auto``: 16-bit or 8-bit), the embedder on one torch thread;
 * ``today, a row a child``: today's search with every child decoded in a batch row of its own, as
   before children in one state (the same tokens so far) shared one: what that sharing buys;
 * ``today, stored weights``: today's search with ``policy_weights: stored``, the policy computing with
-  the shipped 4-bit file instead of its 16-bit copy (docs/cpu-models.md#weights): what the copy buys;
+  the shipped 4-bit file instead of a copy (docs/cpu-models.md#weights): what the copy buys;
 * ``policy alone``: today's policy with a constant-score PRM and no embedder: nothing but batched
   decoding, on the tree ETS grows when every score is equal (another tree than today's).
 
@@ -145,7 +145,8 @@ def main() -> None:
 
     print(f"whole ETS search ({args.config}, width {config.width}, lambdas {config.lambdas}), "
           f"{n_problems} problems of {args.dataset} in rounds of {args.round}, {os.cpu_count()} cores, "
-          f"{config.num_threads} problems at once (old way: {OLD_NUM_THREADS}, on the stored weights), a process a mode")
+          f"{config.num_threads} problems at once (old way: {OLD_NUM_THREADS}, on the stored weights), a process a mode; "
+          f"today's weights: {cpu_policy_file(BackendSpec(), config).name}")
     print(f"{'mode':<24} {'tokens':>7} {'time s':>8} {'tok/s':>7} {'problems/min':>13}")
     rate = {}
     for name, t in totals.items():
@@ -155,7 +156,7 @@ def main() -> None:
     print(f"ratio today / old way: {today / rate[OLD_WAY]:.2f}x tokens/s; "
           f"today / policy alone: {today / rate[ALONE]:.2f}; "
           f"shared rows / a row a child: {today / rate[ROW_A_CHILD]:.2f}x; "
-          f"16-bit / stored weights: {today / rate[STORED]:.2f}x")
+          f"copy / stored weights: {today / rate[STORED]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_misspelled_key_names_it_and_the_nearest(tmp_path):
         ({"ilp_solver": "gurobi"}, r"ilp_solver: 'gurobi' is not one of highs, highs-milp, cbc"),
         ({"prompt_format": "nope"}, r"prompt_format: 'nope' is not one of"),
         ({"policy_model_type": "gpt"}, r"policy_model_type: 'gpt' has no prompt format"),
-        ({"policy_weights": "q8_0"}, r"policy_weights: 'q8_0' is not one of f16, stored"),
+        ({"policy_weights": "q4_0"}, r"policy_weights: 'q4_0' is not one of auto, f16, q8_0, stored"),
     ],
 )
 def test_bad_values_name_the_key(changes, message):

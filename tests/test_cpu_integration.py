@@ -110,7 +110,9 @@ def test_the_larger_builtin_policy_solves_what_the_small_one_cannot(tmp_path, ca
                  "--set", "temperature=0", "--output_path", str(out / "answers.json"), "--quiet"])
     assert code == 0, capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
-    assert run["backends"]["policy"]["model"].endswith("qwen2.5-coder-0.5b-instruct-q4_k_m.f16.gguf")  # its 16-bit copy
+    # the copy of its weights that decodes faster here (policy_weights: auto)
+    assert run["backends"]["policy"]["model"] == str(models.builtin_policy_path("qwen2.5-coder-0.5b"))
+    assert run["backends"]["policy"]["model"].endswith((".f16.gguf", ".q8_0.gguf"))
     assert run["backends"]["reward"]["model"].endswith("weights fitted to qwen2.5-coder-0.5b")
     answers = json.loads((out / "answers.json").read_text())
     finals = [a["model_answer"][0]["steps"][-1] for a in answers]

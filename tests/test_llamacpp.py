@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from ets.backends.llamacpp import (  # noqa: E402
     build_llamacpp_judge,
     load_model,
 )
+from ets.backends.llamacpp import loading  # noqa: E402
 from ets.backends.llamacpp.engine import SlotEngine  # noqa: E402
 from ets.backends.llamacpp.policy import _find_stop, _sample  # noqa: E402
 
@@ -154,8 +156,10 @@ def test_small_cache_evicts_instead_of_failing():
 
 def test_siblings_appending_the_same_token_share_one_batch_row():
     """Forked slots that append the same token are decoded once; after they part, each sequence's
-    logits are what that sequence alone gives, and emptying one sibling leaves the others whole."""
-    model = load_model()
+    logits are what that sequence alone gives, and emptying one sibling leaves the others whole. On the
+    16-bit copy, whose products are the least sensitive to a batch's make-up (8-bit blocks round each row's
+    activations too)."""
+    model = load_model(models.builtin_policy_path("smollm2-135m", "f16"))
     prompt = "Tom has 3 apples and buys 5 more. How many"
     eng = SlotEngine(model, n_ctx=1024, n_slots=6, n_threads=2)
     try:
@@ -261,22 +265,23 @@ def test_find_stop():
     assert _find_stop("x ки y", ("ки",)) == 4
 
 
-def test_the_16_bit_copy_computes_what_the_stored_weights_compute(tmp_path, monkeypatch):
-    """A built-in policy computes with a 16-bit copy of its stored 4-bit weights (docs/cpu-models.md#weights):
-    written once into the cache folder, and the same model: next-token logits within rounding of the
-    stored file's, the same greedy token."""
+@pytest.mark.parametrize("fmt, kind", [("f16", "F16"), ("q8_0", "Q8_0")])
+def test_a_copy_of_the_weights_computes_what_the_stored_weights_compute(tmp_path, monkeypatch, fmt, kind):
+    """A built-in policy computes with a 16-bit or 8-bit copy of its stored 4-bit weights
+    (docs/cpu-models.md#weights): written once into the cache folder, and the same model: next-token
+    logits within rounding of the stored file's, the same greedy token."""
     monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path))
-    copy = models.builtin_policy_path("smollm2-135m")
-    assert copy.parent == tmp_path and copy.name == "SmolLM2-135M-Instruct.Q4_1.f16.gguf"
+    copy = models.builtin_policy_path("smollm2-135m", fmt)
+    assert copy.parent == tmp_path and copy.name == f"SmolLM2-135M-Instruct.Q4_1.{fmt}.gguf"
     written = copy.stat().st_mtime_ns
-    assert models.builtin_policy_path("smollm2-135m") == copy and copy.stat().st_mtime_ns == written  # not again
+    assert models.builtin_policy_path("smollm2-135m", fmt) == copy and copy.stat().st_mtime_ns == written  # not again
     stored = models.builtin_policy_path("smollm2-135m", "stored")
     assert stored == MODEL and stored.name == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the shipped file, as it is
-    half, four_bit = load_model(copy), load_model(stored)
-    assert "F16" in half.desc() and "Q4_1" in four_bit.desc()
-    assert half.n_params() == four_bit.n_params()
+    copied, four_bit = load_model(copy), load_model(stored)
+    assert kind in copied.desc() and "Q4_1" in four_bit.desc()
+    assert copied.n_params() == four_bit.n_params()
     logits = []
-    for model in (half, four_bit):
+    for model in (copied, four_bit):
         engine = SlotEngine(model, n_ctx=1024, n_slots=1, n_threads=1)
         try:
             logits.append(engine.prepare(engine.tokenize(FMT.prompt(QUESTION)))[3])
@@ -286,6 +291,43 @@ def test_the_16_bit_copy_computes_what_the_stored_weights_compute(tmp_path, monk
     assert np.argmax(a) == np.argmax(b)
     assert np.corrcoef(a, b)[0, 1] > 0.999
     assert np.abs(a - b).max() < 0.05 * (b.max() - b.min())
+
+
+def test_auto_weights_time_both_copies_once_a_machine_and_take_the_faster(tmp_path, monkeypatch, capsys):
+    """policy_weights: auto (the default) times a call of 8 sequences on each copy, twice, alternately; takes the
+    8-bit copy only when it is at least 1.1x faster; remembers the choice in the cache folder's weights.json,
+    so a later run does not time again; and times again when that record is damaged."""
+    monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path))
+    timed = []
+    speeds = {"f16": 100.0, "q8_0": 95.0}  # ms a call: the 8-bit copy 1.05x faster, inside the margin
+
+    def fake_decode_ms(path, *, rows):
+        fmt = Path(path).name.split(".")[-2]
+        timed.append((fmt, rows))
+        return speeds[fmt] + len(timed)  # each try a little slower: the fastest try is each copy's first
+
+    monkeypatch.setattr(loading, "decode_ms", fake_decode_ms)
+    chosen = models.builtin_policy_path("smollm2-135m")
+    assert chosen.name == "SmolLM2-135M-Instruct.Q4_1.f16.gguf"  # 101 ms against 97: not 1.1x
+    assert timed == [("f16", 8), ("q8_0", 8), ("f16", 8), ("q8_0", 8)]
+    record = json.loads((tmp_path / "weights.json").read_text())
+    (key, entry), = record.items()
+    assert key.startswith("SmolLM2-135M-Instruct.Q4_1.gguf size=") and entry == {"choice": "f16", "ms_per_call": {"f16": 101.0, "q8_0": 97.0},
+                                                              "rows": 8}
+    assert "computes with its f16 copy here" in capsys.readouterr().err
+    assert models.builtin_policy_path("smollm2-135m") == chosen and len(timed) == 4  # remembered, not timed again
+
+    (tmp_path / "weights.json").write_text("{not json")
+    speeds["q8_0"] = 80.0  # now 1.25x faster
+    assert models.builtin_policy_path("smollm2-135m").name == "SmolLM2-135M-Instruct.Q4_1.q8_0.gguf"
+    assert len(timed) == 8 and json.loads((tmp_path / "weights.json").read_text())[key]["choice"] == "q8_0"
+    assert models.choose_weights({"f16": 110.0, "q8_0": 100.0}) == "q8_0"  # the margin itself counts as faster
+
+
+def test_decode_ms_times_a_real_batch(tmp_path, monkeypatch):
+    """What auto measures, on the real stored SmolLM2: a positive time a call, more for more sequences."""
+    one, sixteen = loading.decode_ms(MODEL, rows=1), loading.decode_ms(MODEL, rows=16)
+    assert 0 < one < sixteen
 
 
 def test_missing_model_file_is_a_backend_error(tmp_path):

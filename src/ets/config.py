@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ets.formats import FORMATS
-from ets.models import POLICY_WEIGHTS
+from ets.models import DEFAULT_WEIGHTS, POLICY_WEIGHTS
 
 SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n")
 ILP_SOLVERS = ("highs", "highs-milp", "cbc")
@@ -50,7 +50,7 @@ class SearchConfig:
     seed: int | None = None  # sampling seed for backends that take one
     embed_model: str | None = None  # sentence-transformers model for lambdas > 0; None: the built-in one
     policy_model: str | None = None  # CPU: a built-in policy (smollm2-135m, qwen2.5-coder-0.5b) or a GGUF path; servers: the model name to check
-    policy_weights: str = "f16"  # a built-in CPU policy computes with a 16-bit copy of its weights (faster), or "stored" (docs/cpu-models.md#weights)
+    policy_weights: str = DEFAULT_WEIGHTS  # a built-in CPU policy: auto (its faster copy here), f16, q8_0 or stored (docs/cpu-models.md#weights)
     calculator: bool = False  # correct the results of false equations in each step the policy writes (docs/cpu-models.md#the-calculator)
 
     def __post_init__(self) -> None:

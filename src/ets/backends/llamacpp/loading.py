@@ -80,3 +80,38 @@ def default_threads(shared: bool = True) -> int:
         return int(env)
     cores = os.cpu_count() or 2
     return max(1, cores // 2) if shared else cores
+
+
+def decode_ms(path: str | os.PathLike, *, rows: int, steps: int = 6) -> float:
+    """Milliseconds a ``llama_decode`` call of ``rows`` sequences takes with the GGUF at ``path`` on this
+    machine (the fastest of ``steps`` calls; the policy's threads): each sequence forked from a short prompt
+    and extended by one token a call, as a search's children are. The model is loaded for this alone and freed."""
+    import time
+
+    from ets.backends.llamacpp.engine import SlotEngine  # the engine imports this module
+
+    llama_cpp = llama()
+    quiet_llama_logs()
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    model = llama_cpp._internals.LlamaModel(path_model=str(path), params=params, verbose=True)
+    engine = None
+    try:
+        engine = SlotEngine(model, n_ctx=512, n_slots=rows + 1, n_threads=default_threads(shared=False))
+        prompt = engine.tokenize("Question: A baker sells 12 pies a day for 5 days. How many pies is that?")
+        base, *_ = engine.prepare(prompt)
+        children = engine.fork(base, rows, {base})
+        vocab = min(engine.n_vocab, 20000)
+        best = float("inf")
+        for step in range(steps):
+            # distinct tokens: one row a sequence, as siblings that have parted
+            tokens = [(sid, 1000 + (step * rows + i) * 37 % (vocab - 1000)) for i, sid in enumerate(children)]
+            start = time.perf_counter()
+            engine.decode_next(tokens)
+            best = min(best, time.perf_counter() - start)
+        return 1000 * best
+    finally:
+        if engine is not None:
+            engine.close()
+        model.close()
