@@ -369,7 +369,18 @@ class RunWriter:
         self.entries[problem.id] = entry
         self.stats[problem.id] = result.stats
         if self.progress:
-            self.progress(f"{self.run_dir}: {len(self.entries)}/{len(self.problems)} problems done ({self.elapsed():.1f}s)")
+            self.progress(f"{self.run_dir}: {len(self.entries)}/{len(self.problems)} problems done "
+                          f"({self.elapsed():.1f}s{self.time_left()})")
+
+    def time_left(self) -> str:
+        """``", about N min left"``: the problems still to search at this invocation's pace so far (nothing
+        until two are done: the first carries the models' warm-up)."""
+        done = len(self.entries) - self.resumed
+        left = len(self.problems) - len(self.entries)
+        if done < 2 or left == 0:
+            return ""
+        seconds = (time.perf_counter() - self.started) / done * left
+        return f", about {seconds / 60:.0f} min left" if seconds >= 90 else f", about {seconds:.0f}s left"
 
     def finish(self, extra: dict[str, Any] | None = None) -> RunSummary:
         stats = SearchStats()
