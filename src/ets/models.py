@@ -25,6 +25,7 @@ reaches a network.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import importlib.metadata as md
@@ -196,7 +197,16 @@ def _machine_key(stored: Path) -> str:
 
 def _fastest_copy(name: str, stored: Path) -> Path:
     """The copy of ``stored`` (``WEIGHT_COPIES``) that decodes a search's batches faster here: measured once a
-    machine, policy and llama.cpp build, and remembered in ``weights.json`` in the cache folder."""
+    machine, stored file and llama.cpp build, and remembered in ``weights.json`` in the cache folder."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    # one process at a time copies and times (Ray workers starting together on one machine): the others
+    # wait, then read its choice, instead of timing on cores the first one is busy on
+    with open(cache_dir() / ".weights.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fastest_copy_locked(name, stored)
+
+
+def _fastest_copy_locked(name: str, stored: Path) -> Path:
     copies = {fmt: _weight_copy(stored, fmt) for fmt in WEIGHT_COPIES}
     record_path = cache_dir() / "weights.json"
     key = _machine_key(stored)

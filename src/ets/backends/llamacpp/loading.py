@@ -49,22 +49,26 @@ def load_model(model_path: str | os.PathLike | None = None):
     path = str(resolve_policy_model(model_path).expanduser().resolve())
     if not os.path.isfile(path):
         raise BackendError(f"GGUF model file not found (or a built-in policy: {', '.join(BUILTIN_POLICIES)})", where=path)
-    llama_cpp = llama()
     with _LOAD_LOCK:
         model = _MODELS.get(path)
         if model is None:
-            quiet_llama_logs()
-            llama_cpp.llama_backend_init()
-            params = llama_cpp.llama_model_default_params()
-            params.n_gpu_layers = 0
-            try:
-                # verbose=True: no stdout/stderr redirection (its /dev/null handles leak); the log callback
-                # above already silences llama.cpp
-                model = llama_cpp._internals.LlamaModel(path_model=path, params=params, verbose=True)
-            except ValueError as e:
-                raise BackendError(f"llama.cpp could not load the model: {e}", where=path) from e
-            _MODELS[path] = model
+            model = _MODELS[path] = open_model(path)
     return model
+
+
+def open_model(path: str | os.PathLike):
+    """The GGUF at ``path`` loaded on the CPU, for the caller alone (:func:`load_model` shares one per file)."""
+    llama_cpp = llama()
+    quiet_llama_logs()
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    try:
+        # verbose=True: no stdout/stderr redirection (its /dev/null handles leak); the log callback
+        # already silences llama.cpp
+        return llama_cpp._internals.LlamaModel(path_model=str(path), params=params, verbose=True)
+    except ValueError as e:
+        raise BackendError(f"llama.cpp could not load the model: {e}", where=str(path)) from e
 
 
 def default_threads(shared: bool = True) -> int:
@@ -90,12 +94,7 @@ def decode_ms(path: str | os.PathLike, *, rows: int, steps: int = 6) -> float:
 
     from ets.backends.llamacpp.engine import SlotEngine  # the engine imports this module
 
-    llama_cpp = llama()
-    quiet_llama_logs()
-    llama_cpp.llama_backend_init()
-    params = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = 0
-    model = llama_cpp._internals.LlamaModel(path_model=str(path), params=params, verbose=True)
+    model = open_model(path)
     engine = None
     try:
         engine = SlotEngine(model, n_ctx=512, n_slots=rows + 1, n_threads=default_threads(shared=False))
