@@ -27,8 +27,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import importlib.metadata as md
+import json
 import os
 import shutil
 import sys
