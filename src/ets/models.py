@@ -207,7 +207,6 @@ def _fastest_copy(name: str, stored: Path) -> Path:
 
 
 def _fastest_copy_locked(name: str, stored: Path) -> Path:
-    copies = {fmt: _weight_copy(stored, fmt) for fmt in WEIGHT_COPIES}
     record_path = cache_dir() / "weights.json"
     key = _machine_key(stored)
     records = {}
@@ -216,9 +215,11 @@ def _fastest_copy_locked(name: str, stored: Path) -> Path:
     if not isinstance(records, dict):
         records = {}
     known = records.get(key)
-    if isinstance(known, dict) and known.get("choice") in copies:
-        return copies[known["choice"]]
+    if isinstance(known, dict) and known.get("choice") in WEIGHT_COPIES:
+        return _weight_copy(stored, known["choice"])  # only the chosen copy: the other may have been deleted
     from ets.backends.llamacpp.loading import decode_ms
+
+    copies = {fmt: _weight_copy(stored, fmt) for fmt in WEIGHT_COPIES}
 
     print(f"ets: timing {name}'s 16-bit and 8-bit weights on this machine (once; docs/cpu-models.md#weights)",
           file=sys.stderr, flush=True)
