@@ -51,6 +51,7 @@ class SearchConfig:
     embed_model: str | None = None  # sentence-transformers model for lambdas > 0; None: the built-in one
     policy_model: str | None = None  # CPU: a built-in policy (smollm2-135m, qwen2.5-coder-0.5b) or a GGUF path; servers: the model name to check
     policy_weights: str = DEFAULT_WEIGHTS  # a built-in CPU policy: auto (its faster copy here), f16, q8_0 or stored (docs/cpu-models.md#weights)
+    retire_empty_steps: bool = False  # retire a trajectory whose policy ended its turn without an answer (the reference expands it again; docs/algorithm.md#retirement-and-the-remaining-width)
     calculator: bool = False  # correct the results of false equations in each step the policy writes (docs/cpu-models.md#the-calculator)
 
     def __post_init__(self) -> None:
@@ -69,8 +70,9 @@ class SearchConfig:
         _check_choice(self, "policy_weights", POLICY_WEIGHTS)
         if self.seed is not None:
             _check_int(self, "seed")
-        if not isinstance(self.calculator, bool):
-            raise ConfigError(f"calculator: expected true or false, got {self.calculator!r}")
+        for key in ("calculator", "retire_empty_steps"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key}: expected true or false, got {getattr(self, key)!r}")
         if self.prompt_format is not None:
             _check_choice(self, "prompt_format", tuple(FORMATS))
         elif self.policy_model_type not in FORMATS:

@@ -123,7 +123,7 @@ async def search(
 
     remaining = config.width
     for depth in range(config.max_depth):
-        candidates, retired = tree.frontier(depth, config.max_tokens)
+        candidates, retired = tree.frontier(depth, config.max_tokens, config.retire_empty_steps)
         remaining -= retired
         if remaining <= 0 or not candidates:
             break

@@ -44,6 +44,12 @@ class Node:
             "cum_tokens": self.cum_tokens,
         }
 
+    @property
+    def ended(self) -> bool:
+        """The policy ended its turn here without an answer: the newest step is empty (a step that
+        stopped on the delimiter keeps it, so only the end of text leaves nothing)."""
+        return self.parent_id is not None and self.step == "" and not self.leaf
+
 
 class Tree:
     """All nodes of one problem's search, by id; ids are creation order."""
@@ -152,18 +158,20 @@ class Tree:
             node = self.nodes[node.parent_id]
         return node.id
 
-    def is_retired(self, node_id: int, max_tokens: float = math.inf) -> bool:
-        """A node the search stops at: it holds an answer or has used up the token budget."""
+    def is_retired(self, node_id: int, max_tokens: float = math.inf, retire_empty_steps: bool = False) -> bool:
+        """A node the search stops at: it holds an answer or has used up the token budget, or (with
+        ``retire_empty_steps``, ours) its policy ended the turn without an answer."""
         node = self.nodes[node_id]
-        return node.leaf or node.cum_tokens >= max_tokens
+        return node.leaf or node.cum_tokens >= max_tokens or (retire_empty_steps and node.ended)
 
-    def frontier(self, depth: int, max_tokens: float = math.inf) -> tuple[list[int], int]:
+    def frontier(self, depth: int, max_tokens: float = math.inf,
+                 retire_empty_steps: bool = False) -> tuple[list[int], int]:
         """The nodes of ``depth`` still to expand (the selection's candidates), and how many of that
         depth retired: each is one finished trajectory less to find
         (docs/algorithm.md#retirement-and-the-remaining-width)."""
         candidates, retired = [], 0
         for node in self.at_depth(depth):
-            if self.is_retired(node.id, max_tokens):
+            if self.is_retired(node.id, max_tokens, retire_empty_steps):
                 retired += 1
             else:
                 candidates.append(node.id)

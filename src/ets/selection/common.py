@@ -29,6 +29,7 @@ class SelectionParams:
     fixedwidth: int = -1
     width: int | None = None  # the configured width (dvts sizes its subtrees from it); None: the remaining width
     max_tokens: float = math.inf  # dvts: which nodes of a subtree have retired
+    retire_empty_steps: bool = False  # dvts: likewise
     ilp_solver: str = "highs"
 
     @classmethod

@@ -53,7 +53,8 @@ def best(tree: Tree, ids: list[int]) -> int:
 
 def subtree_of_depth_one(tree: Tree, params: SelectionParams, subtrees: int) -> dict[int, int]:
     """Subtree index of each depth-1 node that was a candidate (the last group wins for a cycled node)."""
-    depth_one = [n.id for n in tree.at_depth(1) if not tree.is_retired(n.id, params.max_tokens)]
+    depth_one = [n.id for n in tree.at_depth(1)
+                 if not tree.is_retired(n.id, params.max_tokens, params.retire_empty_steps)]
     owner: dict[int, int] = {}
     if depth_one:
         for g, group in enumerate(depth_one_groups(depth_one, subtrees)):
@@ -79,7 +80,7 @@ def allocate(tree: Tree, candidates: list[int], remaining: int, params: Selectio
     owner = subtree_of_depth_one(tree, params, subtrees)
     subtree_left = [subtree_width] * subtrees  # each subtree's width less the trajectories it finished
     for node in tree.nodes:
-        if 2 <= node.depth <= depth and tree.is_retired(node.id, params.max_tokens):
+        if 2 <= node.depth <= depth and tree.is_retired(node.id, params.max_tokens, params.retire_empty_steps):
             group = owner.get(tree.ancestor_at_depth(node.id, 1))
             if group is not None:
                 subtree_left[group] -= 1

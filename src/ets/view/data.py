@@ -41,6 +41,7 @@ EXPANDED = "expanded"  # a candidate given children
 PRUNED = "pruned"  # a candidate given none
 ANSWER = "answer"  # a leaf: holds a final answer
 OUT_OF_BUDGET = "budget"  # retired: used up max_tokens without an answer
+ENDED = "ended"  # retired (retire_empty_steps): the policy ended its turn without an answer
 NOT_REACHED = "open"  # alive when the search stopped (max_depth, or the width used up)
 
 QUESTION_PREVIEW = 140  # characters of the question in the index
@@ -65,13 +66,14 @@ class Selection:
                 "width_left": self.width_left, "kv": self.kv}
 
 
-def selections(tree: Tree, width: int, max_depth: int, max_tokens: float) -> list[Selection]:
+def selections(tree: Tree, width: int, max_depth: int, max_tokens: float,
+               retire_empty_steps: bool = False) -> list[Selection]:
     """The selections the search made on ``tree``, in depth order, replaying the
     stopping rules of :func:`ets.search.search` (the same :meth:`Tree.frontier`)."""
     out = []
     remaining = width
     for depth in range(max_depth):
-        candidates, retired = tree.frontier(depth, max_tokens)
+        candidates, retired = tree.frontier(depth, max_tokens, retire_empty_steps)
         remaining -= retired
         if remaining <= 0 or not candidates:
             break
@@ -80,13 +82,16 @@ def selections(tree: Tree, width: int, max_depth: int, max_tokens: float) -> lis
     return out
 
 
-def node_states(tree: Tree, chosen: Sequence[Selection], max_tokens: float) -> list[str]:
+def node_states(tree: Tree, chosen: Sequence[Selection], max_tokens: float,
+                retire_empty_steps: bool = False) -> list[str]:
     state = [NOT_REACHED] * len(tree)
     for node in tree.nodes:
         if node.leaf:
             state[node.id] = ANSWER
-        elif tree.is_retired(node.id, max_tokens):
+        elif node.cum_tokens >= max_tokens:
             state[node.id] = OUT_OF_BUDGET
+        elif retire_empty_steps and node.ended:
+            state[node.id] = ENDED
     for sel in chosen:
         for node_id, k in zip(sel.candidates, sel.allocation):
             state[node_id] = EXPANDED if k else PRUNED
@@ -212,8 +217,10 @@ class RunView:
             raise ViewError(f"{file}: malformed nodes ({exc})") from None
         max_tokens = config.get("max_tokens")
         max_tokens = math.inf if max_tokens is None else max_tokens
-        chosen = selections(tree, int(config.get("width", 0)), int(config.get("max_depth", 0)), max_tokens)
-        states = node_states(tree, chosen, max_tokens)
+        retire_empty_steps = bool(config.get("retire_empty_steps", False))
+        chosen = selections(tree, int(config.get("width", 0)), int(config.get("max_depth", 0)), max_tokens,
+                            retire_empty_steps)
+        states = node_states(tree, chosen, max_tokens, retire_empty_steps)
 
         # answers.json lists one trajectory per leaf, in node order (ets.search.search)
         leaves = [n.id for n in tree.nodes if n.leaf]
@@ -261,7 +268,7 @@ class RunView:
     def summary(self) -> dict[str, Any]:
         n = len(self.index)
         keys = ("select_method", "width", "lambdac", "lambdas", "softmax_temperature", "temperature",
-                "max_step_tokens", "max_tokens", "max_depth", "prompt_format", "policy_model_type")
+                "max_step_tokens", "max_tokens", "max_depth", "retire_empty_steps", "prompt_format", "policy_model_type")
         return {
             "label": self.label,
             "path": str(self.path),

@@ -15,6 +15,7 @@
     pruned: "a candidate given no children (pruned)",
     answer: "a leaf: holds a final answer",
     budget: "retired: used up max_tokens without an answer",
+    ended: "retired: the policy ended its turn without an answer (retire_empty_steps)",
     open: "alive when the search stopped (max_depth reached or the width used up)",
   };
   const state = { sortKey: null, asc: true, filter: "all", judge: "wmv", current: null, selected: null };
@@ -201,6 +202,7 @@
       "<span><svg width='14' height='14'><rect x='2' y='2' width='10' height='10' fill='#ccc' stroke='var(--wrong)' stroke-width='2.5'/></svg> answer wrong</span>" +
       "<span><svg width='14' height='14'><circle cx='7' cy='7' r='5' fill='#888' opacity='0.35'/></svg> pruned (0 children)</span>" +
       "<span><svg width='14' height='14'><circle cx='7' cy='7' r='5' fill='#ccc' stroke='#333' stroke-dasharray='3 2'/></svg> out of token budget</span>" +
+      "<span><svg width='14' height='14'><circle cx='7' cy='7' r='5' fill='#ccc' stroke='#333' stroke-dasharray='1 2'/></svg> ended its turn, no answer</span>" +
       "<span><svg width='24' height='8'><line x1='0' y1='4' x2='24' y2='4' stroke='var(--bon)' stroke-width='3'/></svg> best-of-N (last) pick</span>" +
       "<span><svg width='24' height='8'><line x1='0' y1='4' x2='24' y2='4' stroke='var(--wmv)' stroke-width='3'/></svg> weighted vote (last) pick</span>" +
       "<span>number in a node: children allocated</span></div>";
