@@ -10,6 +10,7 @@ each method to greedy on the same problems with a paired 95 % interval. It write
 
     python bench/methods.py                  # full: the CPU models on held-out ASDiv problems (~1 h on 2 cores)
     python bench/methods.py --quick          # seconds: the scripted toy world (the test suite runs this)
+    python bench/methods.py --width 64 --set retire_empty_steps=false   # any config key, for every method
     python bench/methods.py --policy_host URL --reward_host URL --dataset math500 --config configs/reference/ets_16_math500.yaml
 
 Runs resume: a method whose run directory is complete is read back, not searched again.
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
+from ets.commands.run import parse_overrides  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
 from ets.evaluate import evaluate_settings  # noqa: E402
@@ -185,6 +187,7 @@ async def main_async(args) -> dict:
                            reward_api=args.reward_api)
         base = SearchConfig.from_yaml(args.config)
         widths = args.width or [8]
+    base = SearchConfig.from_dict({**base.to_dict(), **parse_overrides(args.overrides)}, source="--set")
     base = base.replace(seed=base.seed if base.seed is not None else 1)
     problems = load_problems(dataset, args.problems if not args.quick else None)
     model_type = base.format_name
@@ -201,8 +204,8 @@ async def main_async(args) -> dict:
     finally:
         backends.close()
     ratio_rows, greedy_rows = ratios(rows), versus_greedy(rows)
-    print(f"{len(problems)} problems of {dataset}; config {args.config if not args.quick else 'scripted toy world'}; "
-          f"seed {base.seed}")
+    print(f"{len(problems)} problems of {dataset}; config {args.config if not args.quick else 'scripted toy world'}"
+          f"{''.join(f' --set {item}' for item in args.overrides)}; seed {base.seed}")
     print(render(rows, ratio_rows, greedy_rows))
     report = build_report([r.run_dir for r in rows], out / "report", model_type=model_type, metric=VOTE)
     result = {"dataset": dataset, "problems": len(problems), "rows": [r.figures() for r in rows],
@@ -220,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--problems", type=int, default=None, help="only the first N problems")
     ap.add_argument("--config", default=os.path.relpath(ROOT / "configs/cpu_ets.yaml"))  # printed as given
     ap.add_argument("--width", type=int, nargs="+", help="widths (default: 8; --quick: 4 8)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the config for every method, e.g. --set retire_empty_steps=true")
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), help="a subset of the methods")
     ap.add_argument("--policy_host", nargs="+")
     ap.add_argument("--reward_host", nargs="+")

@@ -92,3 +92,19 @@ def test_quick_table_agrees_with_its_raw_figures(tmp_path, capsys):
     assert all(len(p["model_answer"]) == 1 for p in greedy)
     assert all(len(p["model_answer"]) == 8 for p in load_answers(Path(rows[("best_of_n", 8)]["run"]) / "answers.json"))
     assert all(Path(p).stat().st_size > 0 for p in result["plots"]) and len(result["plots"]) == 3
+
+
+def test_set_changes_the_config_of_every_method(tmp_path, capsys):
+    bench = load_bench()
+    result = bench.main(["--quick", "--methods", "rebase", "dvts", "--width", "4", "--set", "max_depth=2",
+                         "--out", str(tmp_path)])
+    assert "--set max_depth=2" in capsys.readouterr().out.splitlines()[0]
+    for row in result["rows"]:
+        run = json.loads((Path(row["run"]) / "run.json").read_text())
+        assert run["config"]["max_depth"] == 2
+        trees = list((Path(row["run"]) / "trees").glob("q*.json"))
+        assert trees and max(n["depth"] for t in trees for n in json.loads(t.read_text())["nodes"]) == 2
+    from ets.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key 'max_dept'; did you mean 'max_depth'"):
+        bench.main(["--quick", "--methods", "rebase", "--set", "max_dept=2", "--out", str(tmp_path / "bad")])
