@@ -9,7 +9,6 @@ from ets import Tree
 from ets.backends.scripted import ScriptedPolicy, ScriptedReward
 from ets.config import ConfigError, SearchConfig
 from ets.search import search
-from ets.selection import allocate
 from ets.view.data import ENDED, node_states, selections
 
 
@@ -62,20 +61,6 @@ def test_only_an_empty_step_ends_a_trajectory():
     assert not tree.root.ended and not blank.ended and ended.ended and not answered.ended
     assert tree.frontier(1) == ([1, 2], 0)
     assert tree.frontier(1, retire_empty_steps=True) == ([1], 1)
-
-
-def test_dvts_lowers_the_subtree_of_an_ended_trajectory():
-    rows = [{"id": 0, "parent_id": None, "text": "Q", "score": 1.0, "depth": 0, "num_step_tokens": 5}]
-    for parent, scores in ((0, [0.1, 0.8, 0.3, 0.9]), (2, [0.3, 0.7]), (4, [0.6, 0.2])):
-        for s in scores:
-            rows.append({"id": len(rows), "parent_id": parent, "text": f"{rows[parent]['text']} s{len(rows)}",
-                         "score": s, "depth": rows[parent]["depth"] + 1, "num_step_tokens": 2})
-    rows[5].update(text=rows[2]["text"], step="")  # node 5 (subtree 0, child of 2) ended its turn
-    tree = Tree.from_nodes(rows)
-    # retired, it leaves subtree 0 one unit of width (node 6) and subtree 1 its two (node 7)
-    assert allocate("dvts", tree, [6, 7, 8], 3, {"width": 4, "retire_empty_steps": True}) == {6: 1, 7: 2, 8: 0}
-    # not retired, it is still a candidate of subtree 0
-    assert allocate("dvts", tree, [5, 6, 7, 8], 4, {"width": 4}) == {5: 0, 6: 2, 7: 2, 8: 0}
 
 
 def test_the_viewer_replays_the_retirement_and_marks_the_node():

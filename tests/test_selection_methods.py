@@ -82,6 +82,16 @@ def test_dvts_retired_node_shrinks_its_subtree_only():
     assert alloc == {6: 1, 7: 2, 8: 0}
 
 
+def test_dvts_ended_trajectory_shrinks_its_subtree_with_retire_empty_steps():
+    rows = build([(0, [0.1, 0.8, 0.3, 0.9]), (2, [0.3, 0.7]), (4, [0.6, 0.2])]).to_dicts()
+    rows[5].update(text=rows[2]["text"], step="")  # node 5 (subtree 0, child of 2) ended its turn
+    tree = Tree.from_nodes(rows)
+    # retired, it leaves subtree 0 one unit of width (node 6) and subtree 1 its two (node 7)
+    assert allocate("dvts", tree, [6, 7, 8], 3, {"width": 4, "retire_empty_steps": True}) == {6: 1, 7: 2, 8: 0}
+    # not retired, it is still a candidate of subtree 0
+    assert allocate("dvts", tree, [5, 6, 7, 8], 4, {"width": 4}) == {5: 0, 6: 2, 7: 2, 8: 0}
+
+
 def test_dvts_cycles_when_fewer_candidates_than_subtrees():
     tree = build([(0, [0.4, 0.6])])
     alloc = allocate("dvts", tree, [1, 2], 9, {"width": 9})  # 3 subtrees, groups [1], [2], [1]

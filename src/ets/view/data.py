@@ -88,9 +88,9 @@ def node_states(tree: Tree, chosen: Sequence[Selection], max_tokens: float,
     for node in tree.nodes:
         if node.leaf:
             state[node.id] = ANSWER
-        elif node.cum_tokens >= max_tokens:
+        elif tree.is_retired(node.id, max_tokens):
             state[node.id] = OUT_OF_BUDGET
-        elif retire_empty_steps and node.ended:
+        elif tree.is_retired(node.id, retire_empty_steps=retire_empty_steps):
             state[node.id] = ENDED
     for sel in chosen:
         for node_id, k in zip(sel.candidates, sel.allocation):
