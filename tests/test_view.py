@@ -153,6 +153,35 @@ def test_report_links_the_tree_page_of_each_width(runs, tmp_path, capsys):
     assert f"wrote {out / links[0][1]}" in capsys.readouterr().err
 
 
+def test_kv_by_depth_splits_the_recorded_figure(runs, tmp_path, capsys):
+    """The report's table of the KV figure by depth: each depth's part is the sum of its selection calls'
+    figures over the problems, the parts add up to stats.log's figure, and the prompt's part is the
+    root's tokens once a call."""
+    out = tmp_path / "report"
+    assert main(["report", str(runs["softmax_costmodel"]), str(runs["softmax"]), "-o", str(out)]) == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    table = md[md.index("KV-cache figure by depth"):].splitlines()
+    assert table[2] == "| depth | REBASE width 6 | ETS width 6 |"
+    cells = {row.split(" | ")[0].strip("| "): [c.strip(" |") for c in row.split(" | ")[1:]]
+             for row in table[4:] if row.startswith("|")}
+    for column, method in enumerate(("softmax", "softmax_costmodel")):
+        by_depth, prompt, calls = {}, 0, 0
+        for saved in tree_files(runs[method]):
+            config = SearchConfig.from_dict(saved["fingerprint"]["config"])
+            tree = Tree.from_nodes(saved["nodes"])
+            for s in selections(tree, config.width, config.max_depth, config.max_tokens):
+                by_depth[s.depth] = by_depth.get(s.depth, 0) + s.kv
+                prompt += tree[0].num_step_tokens
+                calls += 1
+        stats_kv = int(re.search(r"Total KV cache size: (\d+)", (runs[method] / "stats.log").read_text()).group(1))
+        assert sum(by_depth.values()) == stats_kv and len(by_depth) >= 3 and calls > len(QUESTIONS)
+        for depth, kv in by_depth.items():
+            assert cells[str(depth)][column] == f"{kv:,} ({100 * kv / stats_kv:.0f} %)"
+        assert cells["all"][column] == f"{stats_kv:,}"
+        assert cells["of it, the prompt"][column] == f"{prompt:,} ({100 * prompt / stats_kv:.0f} %)"
+    capsys.readouterr()
+
+
 # -- in the browser -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -291,6 +291,37 @@ def render_intervals(rows: Sequence[RunRow], metric: str, baseline: RunRow | Non
     return "\n".join(lines) + "\n"
 
 
+def render_kv_by_depth(rows: Sequence[RunRow]) -> str:
+    """Each run's KV-cache figure by the depth of the selection call, from its trees (a run without
+    trees, as the reference's, gets no column): where in the search one method holds less than another."""
+    from ets.view.data import ViewError, kv_by_depth  # here: ets.view reads this module's labels
+
+    columns = []
+    for r in rows:
+        if not any((r.path / "trees").glob("q*.json")):
+            continue
+        try:
+            columns.append((r, kv_by_depth(r.path)))
+        except ViewError as exc:
+            print(f"ets: warning: no KV figure by depth for {r.path}: {exc}", file=sys.stderr)
+    if not columns:
+        return ""
+
+    def cell(value: int, total: int) -> str:
+        return f"{value:,} ({100 * value / total:.0f} %)" if total else f"{value:,}"
+
+    head = ["depth"] + [run_label(r.method, r.width) for r, _ in columns]
+    lines = ["\nKV-cache figure by depth: what the selection calls at each depth add, summed over the problems, "
+             "and its share of the run's figure (docs/algorithm.md#the-kv-cache-figure):\n",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for depth in sorted({d for _, kv in columns for d in kv.by_depth}):
+        lines.append(f"| {depth} | " + " | ".join(
+            cell(kv.by_depth[depth], kv.total) if depth in kv.by_depth else "" for _, kv in columns) + " |")
+    lines.append("| all | " + " | ".join(f"{kv.total:,}" for _, kv in columns) + " |")
+    lines.append("| of it, the prompt | " + " | ".join(cell(kv.prompt, kv.total) for _, kv in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render_csv(rows: Sequence[RunRow]) -> str:
     settings = [s.name for s in ALL_SETTINGS]
     buf = io.StringIO()
@@ -305,6 +336,12 @@ def render_csv(rows: Sequence[RunRow]) -> str:
 
 
 # -- the plots ----------------------------------------------------------------------
+
+def run_label(method: str, width: int | None) -> str:
+    """"ETS width 16": a run's method, by its common name, and its width."""
+    label = METHOD_LABELS.get(method, method)
+    return label if width is None else f"{label} width {width}"
+
 
 def _method_label(method: str) -> str:
     label = METHOD_LABELS.get(method)
@@ -373,7 +410,8 @@ def build_report(
     from ets.view.page import report_views  # here: ets.view reads this module's labels
 
     views = report_views([(r.path, r.method, r.width) for r in rows], out, model_type=model_type, grader=grader)
-    markdown = render_markdown(rows, metric) + render_intervals(rows, metric, baseline=in_order[0] if in_order else None)
+    markdown = (render_markdown(rows, metric) + render_intervals(rows, metric, baseline=in_order[0] if in_order else None)
+                + render_kv_by_depth(rows))
     if views:
         markdown += "\nSearch trees (`ets view`, open in a browser): " + ", ".join(
             f"[{title}]({page.name})" for title, page in views) + "\n"

@@ -28,7 +28,7 @@ from ets.evaluate.aggregate import Setting
 from ets.evaluate.evaluator import ProblemResult, evaluate_settings
 from ets.evaluate.extract import extract_answer
 from ets.evaluate.grade import Grader, default_grader
-from ets.evaluate.report import METHOD_LABELS, model_type_of
+from ets.evaluate.report import model_type_of, run_label
 from ets.tree import Tree
 
 # the two aggregations the viewer highlights, by their evaluator names
@@ -80,6 +80,19 @@ def selections(tree: Tree, width: int, max_depth: int, max_tokens: float,
         out.append(Selection(depth, candidates, [len(tree[c].children) for c in candidates], remaining,
                              tree.kv_size(candidates)))
     return out
+
+
+def _retirement(config: dict[str, Any]) -> tuple[float, bool]:
+    """A run config's ``max_tokens`` (no limit when absent) and ``retire_empty_steps``."""
+    max_tokens = config.get("max_tokens")
+    return (math.inf if max_tokens is None else max_tokens), bool(config.get("retire_empty_steps", False))
+
+
+def replay(tree: Tree, config: dict[str, Any]) -> list[Selection]:
+    """The selections the search made on ``tree`` under a run's config (``run.json``'s, as a dict)."""
+    max_tokens, retire_empty_steps = _retirement(config)
+    return selections(tree, int(config.get("width", 0)), int(config.get("max_depth", 0)), max_tokens,
+                      retire_empty_steps)
 
 
 def node_states(tree: Tree, chosen: Sequence[Selection], max_tokens: float,
@@ -152,6 +165,53 @@ def tree_files(run_dir: Path) -> list[Path]:
     return sorted(files.values(), key=_tree_id)
 
 
+def _read_tree_file(file: Path) -> dict:
+    data = _read_json(file)
+    if not isinstance(data, dict) or "nodes" not in data or "answer" not in data:
+        raise ViewError(f"{file}: not a tree file of `ets run` (expected keys nodes, answer, stats)")
+    return data
+
+
+def _tree_of(file: Path, data: dict) -> Tree:
+    try:
+        return Tree.from_nodes(data["nodes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ViewError(f"{file}: malformed nodes ({exc})") from None
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """``run.json``'s config ({} for a run without one)."""
+    run_json = run_dir / "run.json"
+    return (_read_json(run_json).get("config") or {}) if run_json.is_file() else {}
+
+
+@dataclass
+class KVByDepth:
+    """A run's KV-cache figure split by the depth of the selection call, summed over its problems."""
+
+    by_depth: dict[int, int]
+    prompt: int  # of the total: the prompt's tokens (the root's), counted again at every selection call
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_depth.values())
+
+
+def kv_by_depth(path: str | Path) -> KVByDepth:
+    """The figure each depth's selection calls add, from the run's trees (replayed as the viewer does)."""
+    run_dir = resolve_run_dir(path)
+    run_config = _run_config(run_dir)
+    by_depth: dict[int, int] = {}
+    prompt = 0
+    for file in tree_files(run_dir):
+        data = _read_tree_file(file)
+        tree = _tree_of(file, data)
+        for s in replay(tree, (data.get("fingerprint") or {}).get("config") or run_config):
+            by_depth[s.depth] = by_depth.get(s.depth, 0) + s.kv
+            prompt += tree[0].num_step_tokens
+    return KVByDepth(by_depth, prompt)
+
+
 def resolve_run_dir(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
@@ -159,12 +219,6 @@ def resolve_run_dir(path: str | Path) -> Path:
     if not p.is_dir():
         raise ViewError(f"{p}: no such run directory")
     return p
-
-
-def run_label(config: dict[str, Any]) -> str:
-    method = config.get("select_method") or "unknown"
-    label = METHOD_LABELS.get(method, method)
-    return f"{label} width {config['width']}" if config.get("width") is not None else label
 
 
 class RunView:
@@ -182,9 +236,7 @@ class RunView:
         files = tree_files(self.path)
         saved = []
         for file in files:
-            data = _read_json(file)
-            if not isinstance(data, dict) or "nodes" not in data or "answer" not in data:
-                raise ViewError(f"{file}: not a tree file of `ets run` (expected keys nodes, answer, stats)")
+            data = _read_tree_file(file)
             if wanted is None or str(data["answer"].get("id")) in wanted:
                 saved.append((file, data))
         if wanted is not None:
@@ -197,7 +249,7 @@ class RunView:
 
     @property
     def label(self) -> str:
-        return run_label(self.config)
+        return run_label(self.config.get("select_method") or "unknown", self.config.get("width"))
 
     def _read(self, saved: list[tuple[Path, dict]]) -> None:
         entries = [data["answer"] for _, data in saved]
@@ -211,15 +263,9 @@ class RunView:
 
     def _problem(self, file: Path, data: dict, config: dict, decided: dict) -> tuple[dict, dict]:
         entry = data["answer"]
-        try:
-            tree = Tree.from_nodes(data["nodes"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ViewError(f"{file}: malformed nodes ({exc})") from None
-        max_tokens = config.get("max_tokens")
-        max_tokens = math.inf if max_tokens is None else max_tokens
-        retire_empty_steps = bool(config.get("retire_empty_steps", False))
-        chosen = selections(tree, int(config.get("width", 0)), int(config.get("max_depth", 0)), max_tokens,
-                            retire_empty_steps)
+        tree = _tree_of(file, data)
+        max_tokens, retire_empty_steps = _retirement(config)
+        chosen = replay(tree, config)
         states = node_states(tree, chosen, max_tokens, retire_empty_steps)
 
         # answers.json lists one trajectory per leaf, in node order (ets.search.search)
