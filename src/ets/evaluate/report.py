@@ -50,6 +50,7 @@ METHOD_LABELS = {
     "softmax": "REBASE",
     "beam_search": "beam search",
     "dvts": "DVTS",
+    "best_of_n": "best-of-N",
 }
 
 _SETTING_SHORT = {
