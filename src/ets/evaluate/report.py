@@ -53,6 +53,13 @@ METHOD_LABELS = {
     "best_of_n": "best-of-N",
 }
 
+
+def run_label(method: str, width: int | None) -> str:
+    """"ETS width 16": a run's method, by its common name, and its width."""
+    label = METHOD_LABELS.get(method, method)
+    return label if width is None else f"{label} width {width}"
+
+
 _SETTING_SHORT = {
     "best_of_n/min": "BoN min",
     "best_of_n/prod": "BoN prod",
@@ -337,12 +344,6 @@ def render_csv(rows: Sequence[RunRow]) -> str:
 
 
 # -- the plots ----------------------------------------------------------------------
-
-def run_label(method: str, width: int | None) -> str:
-    """"ETS width 16": a run's method, by its common name, and its width."""
-    label = METHOD_LABELS.get(method, method)
-    return label if width is None else f"{label} width {width}"
-
 
 def _method_label(method: str) -> str:
     label = METHOD_LABELS.get(method)
