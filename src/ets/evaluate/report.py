@@ -302,11 +302,11 @@ def render_intervals(rows: Sequence[RunRow], metric: str, baseline: RunRow | Non
 def render_kv_by_depth(rows: Sequence[RunRow]) -> str:
     """Each run's KV-cache figure by the depth of the selection call, from its trees (a run without
     trees, as the reference's, gets no column): where in the search one method holds less than another."""
-    from ets.view.data import ViewError, kv_by_depth  # here: ets.view reads this module's labels
+    from ets.view.data import ViewError, has_trees, kv_by_depth  # here: ets.view reads this module's labels
 
     columns = []
     for r in rows:
-        if not any((r.path / "trees").glob("q*.json")):
+        if not has_trees(r.path):
             continue
         try:
             columns.append((r, kv_by_depth(r.path)))

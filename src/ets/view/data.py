@@ -28,7 +28,7 @@ from ets.evaluate.aggregate import Setting
 from ets.evaluate.evaluator import ProblemResult, evaluate_settings
 from ets.evaluate.extract import extract_answer
 from ets.evaluate.grade import Grader, default_grader
-from ets.evaluate.report import model_type_of, run_label
+from ets.evaluate.report import model_type_of, read_run_json, run_label
 from ets.tree import Tree
 
 # the two aggregations the viewer highlights, by their evaluator names
@@ -149,6 +149,11 @@ def _tree_id(path: Path) -> tuple:
     return (0, int(match.group(1)), "") if match else (1, 0, path.stem)
 
 
+def has_trees(run_dir: str | Path) -> bool:
+    """Whether a run directory holds tree files (the reference's runs keep none)."""
+    return any((Path(run_dir) / "trees").glob("q*.json"))
+
+
 def tree_files(run_dir: Path) -> list[Path]:
     """The run's tree files, in the order of its answers.json (else by problem id)."""
     trees = run_dir / "trees"
@@ -179,12 +184,6 @@ def _tree_of(file: Path, data: dict) -> Tree:
         raise ViewError(f"{file}: malformed nodes ({exc})") from None
 
 
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    """``run.json``'s config ({} for a run without one)."""
-    run_json = run_dir / "run.json"
-    return (_read_json(run_json).get("config") or {}) if run_json.is_file() else {}
-
-
 @dataclass
 class KVByDepth:
     """A run's KV-cache figure split by the depth of the selection call, summed over its problems."""
@@ -200,7 +199,7 @@ class KVByDepth:
 def kv_by_depth(path: str | Path) -> KVByDepth:
     """The figure each depth's selection calls add, from the run's trees (replayed as the viewer does)."""
     run_dir = resolve_run_dir(path)
-    run_config = _run_config(run_dir)
+    run_config = read_run_json(run_dir).get("config") or {}
     by_depth: dict[int, int] = {}
     prompt = 0
     for file in tree_files(run_dir):

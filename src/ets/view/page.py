@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from ets import __version__
 from ets.evaluate.grade import default_grader
-from ets.view.data import RunView, ViewError
+from ets.view.data import RunView, ViewError, has_trees
 
 ASSETS = "assets"
 
@@ -108,7 +108,7 @@ def report_views(runs: Sequence[tuple[Path, str, int | None]], output: str | Pat
     cannot be read is skipped with a warning. Returns (title, page) pairs."""
     by_width: dict[int | None, list[tuple[Path, str, int | None]]] = {}
     for run in runs:
-        if any((Path(run[0]) / "trees").glob("q*.json")):
+        if has_trees(run[0]):
             by_width.setdefault(run[2], []).append(run)
     pages, names = [], set()
     for width, group in by_width.items():
