@@ -20,6 +20,7 @@ from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
 from ets.datasets import Problem, load_problems  # noqa: E402
 from ets.distributed import RayNotInstalled, run_problems_ray  # noqa: E402
 from ets.runner import run_problems  # noqa: E402
+from test_progress import Recorder  # noqa: E402
 
 GSM8K = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
 SPEC = BackendSpec(scripted=True)
@@ -83,14 +84,17 @@ def failing_factory(bad_question):
 def test_ray_run_equals_local_run(cluster, problems, tmp_path):
     cfg = config()
     local = local_run(problems, cfg, tmp_path / "local")
-    lines = []
-    summary = run_problems_ray(problems, cfg, SPEC, tmp_path / "ray", num_workers=2, progress=lines.append)
+    progress = Recorder()
+    summary = run_problems_ray(problems, cfg, SPEC, tmp_path / "ray", num_workers=2, progress=progress)
     same_run(tmp_path / "ray", tmp_path / "local", problems)
     assert summary.resumed == 0 and summary.answers == local.answers
     run = json.loads((tmp_path / "ray" / "run.json").read_text())
     assert run["distributed"]["workers"] == 2 and run["distributed"]["ray_address"]
     assert run["backends"] == {"policy": "scripted toy world", "reward": "scripted toy world"}
-    assert any("2 workers" in line for line in lines) and any("6/6 problems done" in line for line in lines)
+    # the same progress events as the local runner's: the run starts, each problem is done, the bar closes
+    events = [e for e in progress.events if e[0] != "message"]
+    assert events == [("start", "ray", 6, 0), *[("done",)] * 6, ("close",)]
+    assert any(e[0] == "message" and "2 workers" in e[1] for e in progress.events)
 
     # the checkpoints are the local runner's: a distributed run over a local run directory searches nothing
     summary = run_problems_ray(problems, cfg, SPEC, tmp_path / "local", num_workers=2)

@@ -204,26 +204,3 @@ def test_a_slice_of_a_dataset_keeps_the_problems_ids(tmp_path):
     assert [p.id for p in load_problems(f"{path}[-3:]", num_samples=2)] == [7, 8]
     with pytest.raises(DatasetError, match="slice step must be at least 1"):
         load_problems(f"{path}[::0]")
-
-
-def test_progress_says_how_long_the_rest_will_take(tmp_path):
-    """After two problems of this invocation (the first carries the warm-up), each progress line adds the time
-    the problems still to search would take at the pace so far; resumed problems do not count as pace."""
-    import time
-
-    from ets.config import SearchConfig
-    from ets.datasets import Problem
-    from ets.runner import RunWriter
-
-    writer = RunWriter(tmp_path, SearchConfig(), {}, [Problem(i, f"q{i}", "1", {}) for i in range(10)])
-    writer.entries = {0: {}}
-    assert writer.time_left() == ""  # one done: no pace yet
-    writer.entries = {0: {}, 1: {}}
-    writer.started = time.perf_counter() - 60  # two in a minute, eight to go
-    assert writer.time_left() == ", about 4 min left"
-    writer.started = time.perf_counter() - 10  # two in ten seconds: 40 s to go
-    assert writer.time_left() == ", about 40s left"
-    writer.resumed = 1  # one of the two came from a checkpoint: one searched, no pace yet
-    assert writer.time_left() == ""
-    writer.resumed, writer.entries = 0, {i: {} for i in range(10)}
-    assert writer.time_left() == ""  # nothing left

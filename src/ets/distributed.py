@@ -52,6 +52,7 @@ from ets.backends.base import BackendError, Backends
 from ets.backends.factory import BackendSpec, build_backends
 from ets.config import SearchConfig
 from ets.datasets import Problem
+from ets.progress import Progress, as_progress
 from ets.runner import RunSummary, RunWriter
 from ets.search import SearchError, search
 
@@ -197,11 +198,11 @@ def run_problems_ray(
     num_workers: int | None = None,
     answers_name: str = "answers.json",
     resume: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
     backend_factory: Callable[[BackendSpec, SearchConfig], Backends] | None = None,
 ) -> RunSummary:
     """Search every problem on Ray workers and write the run directory, as
-    :func:`ets.runner.run_problems` does in one process.
+    :func:`ets.runner.run_problems` does in one process (``progress`` as there).
 
     ``address``: None starts a local Ray cluster (unless ``ray.init`` was already
     called in this process: then its session is used); ``"auto"`` or
@@ -219,25 +220,26 @@ def run_problems_ray(
     ray = import_ray()
     started, started_at = time.perf_counter(), dt.datetime.now(dt.timezone.utc)
     problems = list(problems)
-    log = progress or (lambda message: None)
+    progress = as_progress(progress)
     where = start_ray(ray, address)
 
     workers = _spawn_workers(ray, num_workers, len(problems), spec, config, backend_factory)
     pending: dict[Any, tuple[_Worker, Problem]] = {}
     try:
-        description = _setup(ray, workers, log)
+        description = _setup(ray, workers, progress.message)
         writer = RunWriter(run_dir, config, description, problems, answers_name=answers_name, progress=progress)
         writer.started, writer.started_at = started, started_at  # the run's wall time includes Ray's start
         todo = writer.resume(enabled=resume)
         used = max(1, min(len(workers), len(todo)))
         _kill(ray, workers[used:])  # a resumed run may need fewer workers
-        log(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "
-            f"{config.num_threads} problems at once each")
+        progress.message(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "
+                         f"{config.num_threads} problems at once each")
         _feed(ray, workers, todo, writer, pending, config.num_threads)
     finally:
         for ref in list(pending):
             ray.cancel(ref)
         _kill(ray, workers)
+        progress.close()  # a failed or interrupted run's bar too: the error line goes below it
     return writer.finish(extra={"distributed": {"ray_address": where, "workers": used,
                                                 "nodes": sorted({w.node for w in workers[:used]})}})
 
@@ -332,8 +334,7 @@ def _feed(ray, workers: list[_Worker], todo: list[Problem], writer: RunWriter,
                                   f"last: {exc}", where=w.name) from exc
             if not any(x.alive for x in workers):
                 raise WorkerError(f"every worker died; last: {exc}", where=w.name) from exc
-            if writer.progress:
-                writer.progress(f"{w.name} died; its problems go to the other workers")
+            writer.progress.message(f"{w.name} died; its problems go to the other workers")
             queue.appendleft(problem)
             fill()
             continue

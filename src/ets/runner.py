@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 from ets.backends.base import Backends, Policy
 from ets.config import SearchConfig
 from ets.datasets import Problem
+from ets.progress import Progress, as_progress
 from ets.search import SearchError, SearchResult, prompt_overflow, prompt_text, search
 from ets.stats import SearchStats
 
@@ -276,14 +277,14 @@ class RunWriter:
 
     def __init__(self, run_dir: str | Path, config: SearchConfig, description: dict[str, Any],
                  problems: Sequence[Problem], *, answers_name: str = "answers.json",
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Progress | Callable[[str], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.trees = self.run_dir / "trees"
         self.config = config
         self.description = description
         self.problems = list(problems)
         self.answers_name = answers_name
-        self.progress = progress
+        self.progress = as_progress(progress)
         self.fingerprint = {"config": result_config(config), "backends": description}
         self.entries: dict[int, dict] = {}
         self.stats: dict[int, SearchStats] = {}
@@ -330,19 +331,20 @@ class RunWriter:
             self.elapsed_before = max(self.elapsed_before, saved.get("run_elapsed", 0.0))
         self.resumed = len(self.entries)
         self.dropped = sum(len(names) for names in dropped.values())
-        self.start(todo)
-        if self.progress and (self.resumed or self.dropped):
+        if self.resumed or self.dropped:
             said = f"{self.run_dir}: {self.resumed} of {len(self.problems)} problems taken from checkpoints"
             if dropped:
                 said += f", {self.dropped} dropped and searched again: " + "; ".join(
                     ", ".join(names[:5]) + (", …" if len(names) > 5 else "") + f" ({why})"
                     for why, names in dropped.items())
-            self.progress(said)
+            self.progress.message(said)
+        self.start(todo)
         return todo
 
     def start(self, todo: Sequence[Problem]) -> None:
         """Work is about to start: final files of an earlier run no longer describe this one,
-        and temporary files of a write cut short (a killed run) are litter."""
+        and temporary files of a write cut short (a killed run) are litter. The progress starts
+        at the problems already done."""
         litter = [*self.trees.glob(".q*.json.*.tmp")]
         for name in (self.answers_name, *SUMMARY_FILES):
             litter += self.run_dir.glob(f".{glob.escape(name)}.*.tmp")
@@ -351,6 +353,7 @@ class RunWriter:
         if todo:
             for name in (self.answers_name, *SUMMARY_FILES):
                 (self.run_dir / name).unlink(missing_ok=True)
+        self.progress.start(str(self.run_dir), len(self.problems), len(self.problems) - len(todo))
 
     def elapsed(self) -> float:
         """The run's wall time so far, earlier invocations' included."""
@@ -368,19 +371,7 @@ class RunWriter:
         })
         self.entries[problem.id] = entry
         self.stats[problem.id] = result.stats
-        if self.progress:
-            self.progress(f"{self.run_dir}: {len(self.entries)}/{len(self.problems)} problems done "
-                          f"({self.elapsed():.1f}s{self.time_left()})")
-
-    def time_left(self) -> str:
-        """``", about N min left"``: the problems still to search at this invocation's pace so far (nothing
-        until two are done: the first carries the models' warm-up)."""
-        done = len(self.entries) - self.resumed
-        left = len(self.problems) - len(self.entries)
-        if done < 2 or left == 0:
-            return ""
-        seconds = (time.perf_counter() - self.started) / done * left
-        return f", about {seconds / 60:.0f} min left" if seconds >= 90 else f", about {seconds:.0f}s left"
+        self.progress.done()
 
     def finish(self, extra: dict[str, Any] | None = None) -> RunSummary:
         stats = SearchStats()
@@ -416,11 +407,18 @@ async def run_problems(
     *,
     answers_name: str = "answers.json",
     resume: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
 ) -> RunSummary:
-    """Search every problem (``num_threads`` at once) and write the run directory."""
+    """Search every problem (``num_threads`` at once) and write the run directory; ``progress`` hears of
+    each problem done (:mod:`ets.progress`; a function taking a line gets plain lines)."""
     writer = RunWriter(run_dir, config, backends.description, problems, answers_name=answers_name, progress=progress)
-    todo = writer.resume(enabled=resume)
+    try:
+        return await _search_all(writer, writer.resume(enabled=resume), config, backends)
+    finally:
+        writer.progress.close()  # a failed or interrupted run's bar too: the error line goes below it
+
+
+async def _search_all(writer: RunWriter, todo: list[Problem], config: SearchConfig, backends: Backends) -> RunSummary:
     await check_prompts_fit(todo, config, backends.policy)
     gate = asyncio.Semaphore(config.num_threads)
 
