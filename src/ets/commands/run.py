@@ -17,7 +17,6 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ets.backends.base import BackendError
 from ets.backends.factory import BackendSpec, build_backends, default_prompt_format
@@ -25,6 +24,7 @@ from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ets.config import ConfigError, SearchConfig, load_yaml
 from ets.datasets import DatasetError, Problem, load_problems
 from ets.distributed import run_problems_ray
+from ets.progress import Progress, for_stream
 from ets.runner import RunDirError, check_writable, checkpoint_files, foreign_run, run_problems, sweep_dirs
 from ets.search import SearchError, prompt_overflow, prompt_text
 
@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     p.add_argument("--ray_workers", type=int, help="Ray workers (default: the cluster's CPU count, at most the problems)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in the output directory (its checkpoints too) instead of resuming it")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (otherwise: a bar on a terminal, plain lines in a log or pipe)")
     p.set_defaults(func=main)
 
 
@@ -209,33 +210,34 @@ def plan_runs(args: argparse.Namespace) -> RunPlan:
     return RunPlan(config, problems, spec, runs, answers_name, resume=not args.overwrite)
 
 
-def run_on_ray(plan: RunPlan, address: str | None, num_workers: int | None, log: Callable[[str], None]) -> None:
+def run_on_ray(plan: RunPlan, address: str | None, num_workers: int | None, progress: Progress) -> None:
     """Each Ray worker builds its own backends from the spec; the driver loads no model."""
     for width, run_dir in plan.runs:
         summary = run_problems_ray(plan.problems, plan.config.replace(width=width), plan.spec, run_dir,
                                    address=address, num_workers=num_workers, answers_name=plan.answers_name,
-                                   resume=plan.resume, progress=log)
+                                   resume=plan.resume, progress=progress)
         report_run(summary, plan.answers_name)
 
 
-async def run_in_process(plan: RunPlan, log: Callable[[str], None]) -> None:
+async def run_in_process(plan: RunPlan, progress: Progress) -> None:
     try:  # `kill PID` (SIGTERM) stops the run as Ctrl-C does: searches in flight cancelled, checkpoints whole
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     except (NotImplementedError, AttributeError):  # no such signal handling on this platform
         pass
-    backends = build_backends(plan.spec, plan.config, log=log)
+    backends = build_backends(plan.spec, plan.config, log=progress.message)
     try:
         await backends.start()  # servers that do not answer, or serve another model, stop the run here
         for width, run_dir in plan.runs:
             summary = await run_problems(plan.problems, plan.config.replace(width=width), backends, run_dir,
-                                         answers_name=plan.answers_name, resume=plan.resume, progress=log)
-            report_run(summary, plan.answers_name)
+                                         answers_name=plan.answers_name, resume=plan.resume, progress=progress)
+            report_run(summary, plan.answers_name)  # the run's bar is closed by now: these lines go below it
     finally:
         await backends.aclose()
 
 
 def main(args: argparse.Namespace) -> int:
-    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    progress = for_stream(sys.stderr, quiet=args.quiet)  # a bar on a terminal, plain lines elsewhere
+    log = progress.message
     try:
         plan = plan_runs(args)
     except (ConfigError, DatasetError, RunDirError) as exc:
@@ -245,9 +247,9 @@ def main(args: argparse.Namespace) -> int:
     runs = plan.runs
     try:
         if args.ray is not None:
-            run_on_ray(plan, None if args.ray == "local" else args.ray, args.ray_workers, log)
+            run_on_ray(plan, None if args.ray == "local" else args.ray, args.ray_workers, progress)
         else:
-            asyncio.run(run_in_process(plan, log))
+            asyncio.run(run_in_process(plan, progress))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:  # Ctrl-C, SIGTERM: searches in flight cancelled
         saved = checkpointed(runs, args.overwrite) or "; no problem had finished: run the same command to start again"
         if isinstance(exc, KeyboardInterrupt):
