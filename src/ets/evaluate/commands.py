@@ -16,7 +16,8 @@ from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES, Settin
 from ets.evaluate.answers import AnswersFileError, load_answers, resolve_answers_path
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.extract import answer_style
-from ets.evaluate.report import ReportError, build_report, model_type_of, read_run_json
+from ets.evaluate.report import build_report
+from ets.evaluate.runs import ReportError, model_type_of, read_run_json
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", "none"}

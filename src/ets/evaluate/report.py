@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -27,7 +26,10 @@ from ets.evaluate.answers import load_answers
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.grade import Grader, default_grader
 from ets.evaluate.intervals import paired_difference, wilson_interval
+from ets.evaluate.runs import METHOD_LABELS, ReportError, model_type_of, read_run_json, run_label
 from ets.stats import STATS_LOG_LABELS
+from ets.view.data import ViewError, has_trees, kv_by_depth
+from ets.view.page import report_views
 
 # figure geometry: 6.4 x 4.8 inches at 100 dpi -> 640 x 480 pixels
 FIGSIZE = (6.4, 4.8)
@@ -45,21 +47,6 @@ STAT_FIELDS = ("kv_cache_size", "prompt_tokens_reused", "tokens_generated", "mod
 # stats.log line label, lower case (read case-insensitively) -> field
 STATS_LOG_KEYS = {label.lower(): name for name, label in STATS_LOG_LABELS.items()}
 
-METHOD_LABELS = {
-    "softmax_costmodel": "ETS",
-    "softmax": "REBASE",
-    "beam_search": "beam search",
-    "dvts": "DVTS",
-    "best_of_n": "best-of-N",
-}
-
-
-def run_label(method: str, width: int | None) -> str:
-    """"ETS width 16": a run's method, by its common name, and its width."""
-    label = METHOD_LABELS.get(method, method)
-    return label if width is None else f"{label} width {width}"
-
-
 _SETTING_SHORT = {
     "best_of_n/min": "BoN min",
     "best_of_n/prod": "BoN prod",
@@ -71,10 +58,6 @@ _SETTING_SHORT = {
     "majority_vote/weighted/mean": "WMV mean",
     "majority_vote/weighted/last": "WMV last",
 }
-
-
-class ReportError(ValueError):
-    """A run directory that cannot be read; the message names the path."""
 
 
 @dataclass
@@ -184,26 +167,6 @@ def _width_from_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def model_type_of(config: dict) -> str:
-    """The prompt format a run's answers are read in: ``run.json``'s config
-    (``prompt_format``, else ``policy_model_type``), else llemma as the reference."""
-    return config.get("prompt_format") or config.get("policy_model_type") or "llemma"
-
-
-def read_run_json(run_dir: Path) -> dict:
-    """A run directory's ``run.json`` as written by ``ets run``; ``{}`` when it has none (a reference run)."""
-    run_json_path = run_dir / "run.json"
-    if not run_json_path.is_file():
-        return {}
-    try:
-        run_json = json.loads(run_json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{run_json_path}: not valid JSON ({exc})") from None
-    if not isinstance(run_json, dict):
-        raise ReportError(f"{run_json_path}: expected a JSON object with 'config' and 'stats'")
-    return run_json
-
-
 def read_run(path: Path, model_type: str | None = None, grader: Grader | None = None) -> RunRow:
     """Evaluate one run directory under every setting and gather its figures."""
     run_json = read_run_json(path)
@@ -302,8 +265,6 @@ def render_intervals(rows: Sequence[RunRow], metric: str, baseline: RunRow | Non
 def render_kv_by_depth(rows: Sequence[RunRow]) -> str:
     """Each run's KV-cache figure by the depth of the selection call, from its trees (a run without
     trees, as the reference's, gets no column): where in the search one method holds less than another."""
-    from ets.view.data import ViewError, has_trees, kv_by_depth  # here: ets.view reads this module's labels
-
     columns = []
     for r in rows:
         if not has_trees(r.path):
@@ -409,8 +370,6 @@ def build_report(
     rows = sorted(in_order, key=_sort_key)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    from ets.view.page import report_views  # here: ets.view reads this module's labels
-
     views = report_views([(r.path, r.method, r.width) for r in rows], out, model_type=model_type, grader=grader)
     markdown = (render_markdown(rows, metric) + render_intervals(rows, metric, baseline=in_order[0] if in_order else None)
                 + render_kv_by_depth(rows))

@@ -28,7 +28,7 @@ from ets.evaluate.aggregate import Setting
 from ets.evaluate.evaluator import ProblemResult, evaluate_settings
 from ets.evaluate.extract import extract_answer
 from ets.evaluate.grade import Grader, default_grader
-from ets.evaluate.report import model_type_of, read_run_json, run_label
+from ets.evaluate.runs import model_type_of, read_run_json, run_label
 from ets.tree import Tree
 
 # the two aggregations the viewer highlights, by their evaluator names
