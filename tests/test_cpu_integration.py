@@ -20,8 +20,9 @@ from ets.cli import main  # noqa: E402
 
 try:
     from ets import models
+    from ets.backends.llamacpp import weights
 
-    models.default_policy_model_path()
+    weights.default_policy_model_path()
     models.default_embedder_path()
     models.builtin_dataset_path("asdiv")
 except BackendError as e:  # pragma: no cover - depends on the install
@@ -101,7 +102,7 @@ def test_the_larger_builtin_policy_solves_what_the_small_one_cannot(tmp_path, ca
     it solves both ("Seven red apples and two green apples": 9; the birds: 6), where SmolLM2-135M
     answers 28 and 2."""
     try:
-        models.builtin_policy_path("qwen2.5-coder-0.5b")
+        weights.builtin_policy_path("qwen2.5-coder-0.5b")
     except BackendError as e:  # pragma: no cover - depends on the install
         pytest.skip(str(e))
     out = tmp_path / "qwen"
@@ -111,7 +112,7 @@ def test_the_larger_builtin_policy_solves_what_the_small_one_cannot(tmp_path, ca
     assert code == 0, capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
     # the copy of its weights that decodes faster here (policy_weights: auto)
-    assert run["backends"]["policy"]["model"] == str(models.builtin_policy_path("qwen2.5-coder-0.5b"))
+    assert run["backends"]["policy"]["model"] == str(weights.builtin_policy_path("qwen2.5-coder-0.5b"))
     assert run["backends"]["policy"]["model"].endswith((".f16.gguf", ".q8_0.gguf"))
     assert run["backends"]["reward"]["model"].endswith("weights fitted to qwen2.5-coder-0.5b")
     answers = json.loads((out / "answers.json").read_text())

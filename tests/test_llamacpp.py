@@ -18,7 +18,7 @@ from ets.formats import get_format  # noqa: E402
 try:
     from ets import models
 
-    MODEL = models.default_policy_model_path("stored")
+    MODEL = models.stored_policy_path(models.DEFAULT_POLICY)
 except BackendError as e:  # pragma: no cover - depends on the install
     pytest.skip(str(e), allow_module_level=True)
 
@@ -29,7 +29,7 @@ from ets.backends.llamacpp import (  # noqa: E402
     build_llamacpp_judge,
     load_model,
 )
-from ets.backends.llamacpp import loading  # noqa: E402
+from ets.backends.llamacpp import weights  # noqa: E402
 from ets.backends.llamacpp.engine import SlotEngine  # noqa: E402
 from ets.backends.llamacpp.policy import _find_stop, _sample  # noqa: E402
 
@@ -159,7 +159,7 @@ def test_siblings_appending_the_same_token_share_one_batch_row():
     logits are what that sequence alone gives, and emptying one sibling leaves the others whole. On the
     16-bit copy, whose products are the least sensitive to a batch's make-up (8-bit blocks round each row's
     activations too)."""
-    model = load_model(models.builtin_policy_path("smollm2-135m", "f16"))
+    model = load_model(weights.builtin_policy_path("smollm2-135m", "f16"))
     prompt = "Tom has 3 apples and buys 5 more. How many"
     eng = SlotEngine(model, n_ctx=1024, n_slots=6, n_threads=2)
     try:
@@ -271,11 +271,11 @@ def test_a_copy_of_the_weights_computes_what_the_stored_weights_compute(tmp_path
     (docs/cpu-models.md#weights): written once into the cache folder, and the same model: next-token
     logits within rounding of the stored file's, the same greedy token."""
     monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path))
-    copy = models.builtin_policy_path("smollm2-135m", fmt)
+    copy = weights.builtin_policy_path("smollm2-135m", fmt)
     assert copy.parent == tmp_path and copy.name == f"SmolLM2-135M-Instruct.Q4_1.{fmt}.gguf"
     written = copy.stat().st_mtime_ns
-    assert models.builtin_policy_path("smollm2-135m", fmt) == copy and copy.stat().st_mtime_ns == written  # not again
-    stored = models.builtin_policy_path("smollm2-135m", "stored")
+    assert weights.builtin_policy_path("smollm2-135m", fmt) == copy and copy.stat().st_mtime_ns == written  # not again
+    stored = weights.builtin_policy_path("smollm2-135m", "stored")
     assert stored == MODEL and stored.name == "SmolLM2-135M-Instruct.Q4_1.gguf"  # the shipped file, as it is
     copied, four_bit = load_model(copy), load_model(stored)
     assert kind in copied.desc() and "Q4_1" in four_bit.desc()
@@ -306,8 +306,8 @@ def test_auto_weights_time_both_copies_once_a_machine_and_take_the_faster(tmp_pa
         timed.append((fmt, rows))
         return speeds[fmt] + len(timed)  # each try a little slower: the fastest try is each copy's first
 
-    monkeypatch.setattr(loading, "decode_ms", fake_decode_ms)
-    chosen = models.builtin_policy_path("smollm2-135m")
+    monkeypatch.setattr(weights, "decode_ms", fake_decode_ms)
+    chosen = weights.builtin_policy_path("smollm2-135m")
     assert chosen.name == "SmolLM2-135M-Instruct.Q4_1.f16.gguf"  # 101 ms against 97: not 1.1x
     assert timed == [("f16", 8), ("q8_0", 8), ("f16", 8), ("q8_0", 8)]
     record = json.loads((tmp_path / "weights.json").read_text())
@@ -315,18 +315,18 @@ def test_auto_weights_time_both_copies_once_a_machine_and_take_the_faster(tmp_pa
     assert key.startswith("SmolLM2-135M-Instruct.Q4_1.gguf size=") and entry == {"choice": "f16", "ms_per_call": {"f16": 101.0, "q8_0": 97.0},
                                                               "rows": 8}
     assert "computes with its f16 copy here" in capsys.readouterr().err
-    assert models.builtin_policy_path("smollm2-135m") == chosen and len(timed) == 4  # remembered, not timed again
+    assert weights.builtin_policy_path("smollm2-135m") == chosen and len(timed) == 4  # remembered, not timed again
 
     (tmp_path / "weights.json").write_text("{not json")
     speeds["q8_0"] = 80.0  # now 1.25x faster
-    assert models.builtin_policy_path("smollm2-135m").name == "SmolLM2-135M-Instruct.Q4_1.q8_0.gguf"
+    assert weights.builtin_policy_path("smollm2-135m").name == "SmolLM2-135M-Instruct.Q4_1.q8_0.gguf"
     assert len(timed) == 8 and json.loads((tmp_path / "weights.json").read_text())[key]["choice"] == "q8_0"
-    assert models.choose_weights({"f16": 110.0, "q8_0": 100.0}) == "q8_0"  # the margin itself counts as faster
+    assert weights.choose_weights({"f16": 110.0, "q8_0": 100.0}) == "q8_0"  # the margin itself counts as faster
 
 
 def test_decode_ms_times_a_real_batch(tmp_path, monkeypatch):
     """What auto measures, on the real stored SmolLM2: a positive time a call, more for more sequences."""
-    one, sixteen = loading.decode_ms(MODEL, rows=1), loading.decode_ms(MODEL, rows=16)
+    one, sixteen = weights.decode_ms(MODEL, rows=1), weights.decode_ms(MODEL, rows=16)
     assert 0 < one < sixteen
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from ets import models
 from ets.backends.base import BackendError
+from ets.backends.llamacpp.weights import builtin_policy_path, resolve_policy_model
 
 
 def pieces(tmp_path, contents):
@@ -42,16 +43,16 @@ def test_pieces_that_do_not_match_leave_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_policy_names_and_paths(tmp_path):
-    assert models.resolve_policy_model(tmp_path / "my.gguf") == tmp_path / "my.gguf"
+    assert resolve_policy_model(tmp_path / "my.gguf") == tmp_path / "my.gguf"
     with pytest.raises(BackendError, match="unknown built-in policy 'qwen-7b'; known: smollm2-135m, qwen2.5-coder-0.5b"):
-        models.builtin_policy_path("qwen-7b")
+        builtin_policy_path("qwen-7b")
 
 
 def test_an_uninstalled_piece_names_the_install_command(monkeypatch):
     monkeypatch.setitem(models.BUILTIN_POLICIES, "toy", models.BuiltinPolicy(
         "toy", (("ets-no-such-package", "y"), ("ets-no-such-package", "z")), file_name="toy.gguf"))
     with pytest.raises(BackendError, match="'ets-no-such-package' is not installed"):
-        models.builtin_policy_path("toy")
+        models.stored_policy_path("toy")
 
 
 def test_the_installed_qwen_pieces_join_to_the_published_file(tmp_path, monkeypatch):
@@ -60,6 +61,6 @@ def test_the_installed_qwen_pieces_join_to_the_published_file(tmp_path, monkeypa
     except BackendError as e:  # pragma: no cover - depends on the install
         pytest.skip(str(e))
     monkeypatch.setenv("ETS_CACHE_DIR", str(tmp_path))
-    path = models.builtin_policy_path("qwen2.5-coder-0.5b", "stored")  # checked against the SHA-256 on the way
+    path = models.stored_policy_path("qwen2.5-coder-0.5b")  # checked against the SHA-256 on the way
     assert path.stat().st_size == sum(p.stat().st_size for p in parts) == 491_400_064
     assert path.read_bytes()[:4] == b"GGUF"

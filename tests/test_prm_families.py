@@ -68,7 +68,7 @@ def test_http_adapters_send_the_family_texts():
 def test_in_process_prm_renders_what_the_http_adapter_sends():
     pytest.importorskip("llama_cpp")
     from ets.backends.llamacpp import TokenLogitPRM
-    from ets.models import default_policy_model_path
+    from ets.backends.llamacpp.weights import default_policy_model_path
 
     try:
         default_policy_model_path()

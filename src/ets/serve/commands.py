@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 
-from ets.models import BUILTIN_POLICIES, resolve_policy_model
+from ets.backends.llamacpp.weights import resolve_policy_model
+from ets.models import BUILTIN_POLICIES
 from ets.serve.reward_server import PRM_MODES
 
 POLICY_ENGINES = ("llamacpp", "vllm", "sglang")

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ets.backends.base import BackendError
-from ets.backends.llamacpp.loading import default_threads, llama
+from ets.backends.llamacpp.library import default_threads, llama
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
