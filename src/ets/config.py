@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ets.formats import FORMATS
-from ets.models import DEFAULT_WEIGHTS, POLICY_WEIGHTS
+from ets.models import BUILTIN_POLICIES, DEFAULT_POLICY, DEFAULT_WEIGHTS, POLICY_WEIGHTS
 
 SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n")
 ILP_SOLVERS = ("highs", "highs-milp", "cbc")
@@ -108,6 +108,11 @@ class SearchConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SearchConfig":
+        return cls.from_dict(cls.read_yaml(path), source=str(path))
+
+    @classmethod
+    def read_yaml(cls, path: str | Path) -> dict[str, Any]:
+        """The keys a config file sets, each checked (an error names the file); keys it leaves unset are absent."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -123,13 +128,29 @@ class SearchConfig:
             raise ConfigError(f"{path}: the file holds no keys; expected hyperparameters such as 'width: 16'")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of hyperparameter keys, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        cls.from_dict(data, source=str(path))
+        return data
 
     def replace(self, **changes: Any) -> "SearchConfig":
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def builtin_policy_defaults(chosen: dict[str, Any], *, reward_server: bool = False) -> dict[str, Any]:
+    """The defaults of the built-in CPU policy a run computes with, for the keys ``chosen`` (the user's
+    config file and flags) leaves unset: none for a GGUF path (a model we know nothing of). A prompt format
+    chosen through ``policy_model_type`` counts as set, and a PRM server's family is the user's to name."""
+    policy = BUILTIN_POLICIES.get(chosen.get("policy_model") or DEFAULT_POLICY)
+    if policy is None:
+        return {}
+    unset = {key: value for key, value in policy.defaults.items() if key not in chosen}
+    if "policy_model_type" in chosen:
+        unset.pop("prompt_format", None)
+    if reward_server:
+        unset.pop("reward_model_type", None)
+    return unset
 
 
 class StrictLoader(yaml.SafeLoader):

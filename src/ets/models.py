@@ -31,9 +31,10 @@ import importlib.metadata as md
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from ets.backends.base import BackendError
 
@@ -77,6 +78,21 @@ def _package_file(package: str, relpath: str, *, is_dir: bool = False) -> Path:
     return path
 
 
+# What a small built-in policy can follow, for the config keys a run leaves unset (the reference's defaults,
+# temperature 1.0 and 256-token steps in a 1,024-token budget, make a 135M-0.5B model ramble without ever
+# writing the answer line): the few-shot instruct prompt, one line of arithmetic a step, the calculator, and
+# retirement of trajectories that end their turn without an answer (docs/cpu-models.md#the-built-in-defaults)
+SMALL_POLICY_DEFAULTS = {
+    "prompt_format": "small_instruct",
+    "temperature": 0.4,
+    "max_step_tokens": 48,
+    "max_tokens": 640,
+    "calculator": True,
+    "retire_empty_steps": True,
+    "reward_model_type": "arithmetic",
+}
+
+
 @dataclass(frozen=True)
 class BuiltinPolicy:
     """A policy GGUF shipped in PyPI packages: one file, or pieces to join (checked by SHA-256)."""
@@ -85,6 +101,7 @@ class BuiltinPolicy:
     pieces: tuple[tuple[str, str], ...]  # (distribution, file inside it), in order
     sha256: str | None = None  # of the joined file, checked once when it is joined
     file_name: str | None = None  # the joined file's name in the cache folder
+    defaults: Mapping[str, object] = field(default_factory=lambda: MappingProxyType(SMALL_POLICY_DEFAULTS))
 
 
 BUILTIN_POLICIES = {

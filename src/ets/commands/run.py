@@ -21,9 +21,10 @@ from pathlib import Path
 from ets.backends.base import BackendError
 from ets.backends.factory import BackendSpec, build_backends, default_prompt_format
 from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
-from ets.config import ConfigError, SearchConfig, load_yaml
+from ets.config import ConfigError, SearchConfig, builtin_policy_defaults, load_yaml
 from ets.datasets import DatasetError, Problem, load_problems
 from ets.distributed import run_problems_ray
+from ets.models import DEFAULT_POLICY
 from ets.progress import Progress, for_stream
 from ets.runner import RunDirError, check_writable, checkpoint_files, foreign_run, run_problems, sweep_dirs
 from ets.search import SearchError, prompt_overflow, prompt_text
@@ -84,22 +85,32 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def resolve_config(args: argparse.Namespace) -> SearchConfig:
-    config = SearchConfig.from_yaml(args.config) if args.config else None
+def resolve_config(args: argparse.Namespace) -> tuple[SearchConfig, dict]:
+    """The run's config, and the built-in policy's defaults it took: keys the config file and flags set win;
+    on the built-in CPU policy its own defaults fill the rest (config.builtin_policy_defaults), against
+    servers the reference's defaults stay."""
+    chosen = SearchConfig.read_yaml(args.config) if args.config else {}
     changes = parse_overrides(args.overrides)
-    for key in ("select_method", "prompt_format"):
+    for key in ("select_method", "prompt_format", "embed_model", "policy_model"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
-    if args.embed_model:
-        changes["embed_model"] = args.embed_model
-    if args.policy_model:
-        changes["policy_model"] = args.policy_model
-    if config is None:
-        # no YAML: our defaults, with the prompt format the chosen backend speaks
-        if "prompt_format" not in changes and "policy_model_type" not in changes and not args.policy_host:
-            changes["prompt_format"] = default_prompt_format(scripted=args.scripted)
-        return SearchConfig.from_dict(changes, source="command line")
-    return SearchConfig.from_dict({**config.to_dict(), **changes}, source="command line")
+    chosen = {**chosen, **changes}
+    defaults = {}
+    if args.scripted:
+        if "prompt_format" not in chosen and "policy_model_type" not in chosen:
+            defaults = {"prompt_format": default_prompt_format(scripted=True)}
+    elif not args.policy_host:
+        defaults = builtin_policy_defaults(chosen, reward_server=bool(args.reward_host))
+    config = SearchConfig.from_dict({**defaults, **chosen}, source="command line")
+    return config, ({} if args.scripted else defaults)
+
+
+def defaults_line(config: SearchConfig, defaults: dict) -> str:
+    """The start line of a run on a built-in policy that took its defaults."""
+    said = ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else value}"
+                     for key, value in defaults.items())
+    return (f"policy {config.policy_model or DEFAULT_POLICY} (built-in, CPU) with its defaults for the keys "
+            f"left unset: {said} (--set KEY=VALUE or a --config file changes any)")
 
 
 def output_location(args: argparse.Namespace, config: SearchConfig) -> tuple[Path, str]:
@@ -185,12 +196,13 @@ class RunPlan:
     runs: list[tuple[int, Path]]  # (width, run directory), in the order they run
     answers_name: str
     resume: bool
+    model_defaults: dict  # the built-in policy's defaults the config took (resolve_config)
 
 
 def plan_runs(args: argparse.Namespace) -> RunPlan:
     """The config, the dataset, the prompts' budgets, the backends' flags and each run directory,
     checked; raises ConfigError, DatasetError or RunDirError."""
-    config = resolve_config(args)
+    config, model_defaults = resolve_config(args)
     widths = args.width or [config.width]
     check_flags(args, widths)
     output_dir, answers_name = output_location(args, config)
@@ -207,7 +219,7 @@ def plan_runs(args: argparse.Namespace) -> RunPlan:
             if why:
                 raise RunDirError(why)
         check_writable(run_dir, answers_name)
-    return RunPlan(config, problems, spec, runs, answers_name, resume=not args.overwrite)
+    return RunPlan(config, problems, spec, runs, answers_name, resume=not args.overwrite, model_defaults=model_defaults)
 
 
 def run_on_ray(plan: RunPlan, address: str | None, num_workers: int | None, progress: Progress) -> None:
@@ -242,6 +254,8 @@ def main(args: argparse.Namespace) -> int:
         plan = plan_runs(args)
     except (ConfigError, DatasetError, RunDirError) as exc:
         raise CommandError(str(exc), 2) from exc
+    if plan.model_defaults:
+        log(defaults_line(plan.config, plan.model_defaults))
     if args.scripted:
         log("note: --scripted: a made-up policy and PRM stand in for the models; the answers mean nothing")
     runs = plan.runs

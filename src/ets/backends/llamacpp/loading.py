@@ -9,9 +9,9 @@ import threading
 from ets.backends.base import BackendError
 from ets.backends.llamacpp.library import open_model
 from ets.backends.llamacpp.weights import resolve_policy_model
-from ets.models import BUILTIN_POLICIES
+from ets.models import BUILTIN_POLICIES, SMALL_POLICY_DEFAULTS
 
-DEFAULT_FORMAT = "small_instruct"  # the prompt format the built-in CPU model runs with
+DEFAULT_FORMAT = SMALL_POLICY_DEFAULTS["prompt_format"]  # the prompt format the built-in CPU models run with
 
 _LOAD_LOCK = threading.Lock()
 _MODELS: dict[str, object] = {}  # resolved path -> llama_cpp's LlamaModel
