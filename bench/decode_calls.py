@@ -85,4 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from results import recorded  # bench/ is on the path of a bench run as a script
+
+    with recorded():
+        main()

@@ -235,4 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from results import recorded  # bench/ is on the path of a bench run as a script
+
+    with recorded(enabled="--quick" not in sys.argv):  # the toy world's table is no result
+        main()

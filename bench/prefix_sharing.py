@@ -110,4 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from results import recorded  # bench/ is on the path of a bench run as a script
+
+    with recorded():
+        raise SystemExit(main())

@@ -292,4 +292,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from results import recorded  # bench/ is on the path of a bench run as a script
+
+    with recorded():
+        main()

@@ -129,4 +129,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from results import recorded  # bench/ is on the path of a bench run as a script
+
+    with recorded():
+        sys.exit(main())
