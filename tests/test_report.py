@@ -263,3 +263,32 @@ def test_report_on_a_sweep_written_by_ets_run(tmp_path, capsys):
         assert int(row["prompt_tokens_reused"]) == run_json["stats"]["prompt_tokens_reused"]
     for name in PLOTS:
         assert png_size(out / name) == (640, 480)
+
+
+def test_brief_summary_gives_each_runs_interval_and_the_paired_difference(tmp_path, capsys):
+    """`ets report --brief` (what `make run` prints): greedy 1 of 4, ETS 3 of 4, on the same problems."""
+    def run(name, method, width, temperature, correct):
+        d = tmp_path / name
+        d.mkdir()
+        problems = [{"id": i, "question": "Q?", "ground_truth_answer": "7", "total_tokens": 10,
+                     "model_answer": [traj("7" if ok else "8", [0.9])]} for i, ok in enumerate(correct)]
+        (d / "answers.json").write_text(json.dumps(problems))
+        (d / "run.json").write_text(json.dumps({"config": {"select_method": method, "width": width,
+                                                           "temperature": temperature, "prompt_format": "llemma"}}))
+        return str(d)
+
+    greedy = run("greedy", "best_of_n", 1, 0.0, [True, False, False, False])
+    ets = run("ets", "softmax_costmodel", 8, 0.4, [True, True, True, False])
+    assert main(["report", greedy, ets, "-o", str(tmp_path / "report"), "--brief"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    low, high = wilson_interval(3, 4)
+    d, d_low, d_high = paired_difference([1, 1, 1, 0], [1, 0, 0, 0])
+    assert out[0].startswith("4 problems, accuracy by majority vote weighted by the last step score")
+    assert out[1].split() == ["run", "accuracy", "95", "%", "CI", "vs", "greedy", "(points)", "95", "%", "CI"]
+    assert out[2].split() == ["greedy", "25.0", "%", *f"[{100 * wilson_interval(1, 4)[0]:.1f}, "
+                                                       f"{100 * wilson_interval(1, 4)[1]:.1f}]".split()]
+    assert out[3].split() == ["ETS", "width", "8", "75.0", "%", f"[{100 * low:.1f},", f"{100 * high:.1f}]",
+                              f"{100 * d:+.1f}", f"[{100 * d_low:+.1f},", f"{100 * d_high:+.1f}]"]
+    assert d == pytest.approx(0.5)
+    assert out[-1] == f"full report: {tmp_path / 'report' / 'report.md'}"
+    assert (tmp_path / "report" / "report.md").is_file()  # the files are written in full

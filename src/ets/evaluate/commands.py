@@ -16,7 +16,7 @@ from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES, Settin
 from ets.evaluate.answers import AnswersFileError, load_answers, resolve_answers_path
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.extract import answer_style
-from ets.evaluate.report import build_report
+from ets.evaluate.report import build_report, render_brief
 from ets.evaluate.runs import ReportError, model_type_of, read_run_json
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
@@ -83,6 +83,9 @@ def register(subparsers) -> None:
                    choices=[s.name for s in ALL_SETTINGS],
                    help="the accuracy the plots show (default: majority_vote/weighted/last)")
     r.add_argument("--json", action="store_true", help="print the table rows as JSON")
+    r.add_argument("--brief", action="store_true",
+                   help="print only each run's accuracy with its interval and its difference to the first run "
+                        "named (the files are written in full)")
     r.set_defaults(func=run_report)
 
 
@@ -160,6 +163,9 @@ def run_report(args) -> int:
         raise CommandError(str(exc)) from exc
     if args.json:
         print(json.dumps(report.rows_as_dicts(), ensure_ascii=False))
+    elif args.brief:
+        print(render_brief(report.rows, report.metric, report.baseline), end="")
+        print(f"full report: {Path(args.output) / 'report.md'}")
     else:
         print(report.markdown)
         for path in report.files:

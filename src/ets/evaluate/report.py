@@ -47,6 +47,11 @@ STAT_FIELDS = ("kv_cache_size", "prompt_tokens_reused", "tokens_generated", "mod
 # stats.log line label, lower case (read case-insensitively) -> field
 STATS_LOG_KEYS = {label.lower(): name for name, label in STATS_LOG_LABELS.items()}
 
+_SETTING_LONG = {
+    "majority_vote/weighted/last": "accuracy by majority vote weighted by the last step score",
+    "best_of_n/last": "accuracy of the best trajectory by its last step score",
+}
+
 _SETTING_SHORT = {
     "best_of_n/min": "BoN min",
     "best_of_n/prod": "BoN prod",
@@ -70,6 +75,7 @@ class RunRow:
     accuracy: dict[str, float]
     stats: dict[str, float | int | None] = field(default_factory=dict)
     correct: dict[str, dict] = field(default_factory=dict)  # setting -> {problem id: correct}
+    label: str = ""  # the run's name in tables: "ETS width 16", "greedy" (runs.run_label)
 
     def as_dict(self) -> dict:
         return {
@@ -90,6 +96,7 @@ class Report:
     markdown: str
     csv: str
     files: list[Path]
+    baseline: RunRow | None = None  # the first run named: what the differences are to
 
     def rows_as_dicts(self) -> list[dict]:
         return [r.as_dict() for r in self.rows]
@@ -195,7 +202,8 @@ def read_run(path: Path, model_type: str | None = None, grader: Grader | None = 
 
     problems = load_answers(path / "answers.json")
     results = evaluate_settings(problems, ALL_SETTINGS, mtype, grader)
-    return RunRow(path=path, method=method, width=int(width) if width is not None else None,
+    width = int(width) if width is not None else None
+    return RunRow(path=path, method=method, width=width, label=run_label(method, width, config.get("temperature")),
                   model_type=mtype, num_problems=len(problems),
                   accuracy={name: res.accuracy for name, res in results.items()}, stats=stats,
                   correct={name: {p.id: p.correct for p in res.problems} for name, res in results.items()})
@@ -237,28 +245,69 @@ def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
     return "\n".join(lines) + "\n" + legend
 
 
+@dataclass
+class Interval:
+    """A run's accuracy under one setting with its 95 % interval, and its paired difference to a baseline."""
+
+    row: RunRow
+    accuracy: float
+    low: float
+    high: float
+    difference: tuple[float, float, float] | None  # (difference, low, high); None: the baseline, or other problems
+    same_problems: bool
+
+
+def accuracy_intervals(rows: Sequence[RunRow], metric: str, baseline: RunRow) -> list[Interval]:
+    """Each run's accuracy with a Wilson interval, and its difference to ``baseline`` paired over the same
+    problems (only the problems where the two differ move it)."""
+    out = []
+    for r in rows:
+        correct, base = r.correct[metric], baseline.correct[metric]
+        low, high = wilson_interval(sum(correct.values()), len(correct))
+        same = set(correct) == set(base)
+        difference = None
+        if r is not baseline and same:
+            ids = sorted(correct, key=str)
+            difference = paired_difference([correct[i] for i in ids], [base[i] for i in ids])
+        out.append(Interval(r, r.accuracy[metric], low, high, difference, same))
+    return out
+
+
+def _points(d: tuple[float, float, float]) -> tuple[str, str]:
+    return f"{100 * d[0]:+.1f}", f"[{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+
+
 def render_intervals(rows: Sequence[RunRow], metric: str, baseline: RunRow | None = None) -> str:
     """The metric's accuracy of each run with a 95 % interval, and each run against ``baseline`` (the
-    first run named) on the same problems: paired, so only the problems where the two differ move the
-    difference."""
+    first run named) on the same problems, paired."""
     if not rows:
         return ""
     base = baseline or rows[0]
     lines = [f"\n{metric}, 95 % intervals; the difference to `{base.path}` is paired over the same problems:\n",
              "| method | width | accuracy % | 95 % CI | difference (points) | 95 % CI | problems | run |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        correct = r.correct[metric]
-        low, high = wilson_interval(sum(correct.values()), len(correct))
-        diff = ci = ""
-        if r is not base and set(correct) == set(base.correct[metric]):
-            ids = sorted(correct, key=str)
-            d, d_low, d_high = paired_difference([correct[i] for i in ids], [base.correct[metric][i] for i in ids])
-            diff, ci = f"{100 * d:+.1f}", f"[{100 * d_low:+.1f}, {100 * d_high:+.1f}]"
-        elif r is not base:
-            diff = "other problems"
-        lines.append(f"| {r.method} | {'' if r.width is None else r.width} | {100 * r.accuracy[metric]:.1f} | "
-                     f"[{100 * low:.1f}, {100 * high:.1f}] | {diff} | {ci} | {r.num_problems} | `{r.path}` |")
+    for i in accuracy_intervals(rows, metric, base):
+        r = i.row
+        diff, ci = _points(i.difference) if i.difference else ("" if i.same_problems else "other problems", "")
+        lines.append(f"| {r.method} | {'' if r.width is None else r.width} | {100 * i.accuracy:.1f} | "
+                     f"[{100 * i.low:.1f}, {100 * i.high:.1f}] | {diff} | {ci} | {r.num_problems} | `{r.path}` |")
+    return "\n".join(lines) + "\n"
+
+
+def render_brief(rows: Sequence[RunRow], metric: str, baseline: RunRow) -> str:
+    """The few lines a terminal shows: each run's accuracy with its interval and its paired difference to
+    ``baseline``, as aligned plain text."""
+    intervals = accuracy_intervals(rows, metric, baseline)
+    problems = sorted({r.num_problems for r in rows})
+    table = [("run", "accuracy", "95 % CI", f"vs {baseline.label} (points)", "95 % CI")]
+    for i in intervals:
+        diff, ci = _points(i.difference) if i.difference else ("" if i.same_problems else "other problems", "")
+        table.append((i.row.label, f"{100 * i.accuracy:.1f} %", f"[{100 * i.low:.1f}, {100 * i.high:.1f}]", diff, ci))
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
+    lines = [f"{'/'.join(map(str, problems))} problems, {_SETTING_LONG.get(metric, metric)}; 95 % intervals, "
+             f"the difference paired over the same problems:"]
+    lines += ["  " + "   ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+              .rstrip() for row in table]
     return "\n".join(lines) + "\n"
 
 
@@ -279,7 +328,7 @@ def render_kv_by_depth(rows: Sequence[RunRow]) -> str:
     def cell(value: int, total: int) -> str:
         return f"{value:,} ({100 * value / total:.0f} %)" if total else f"{value:,}"
 
-    head = ["depth"] + [run_label(r.method, r.width) for r, _ in columns]
+    head = ["depth"] + [r.label for r, _ in columns]
     lines = ["\nKV-cache figure by depth: what the selection calls at each depth add, summed over the problems, "
              "and its share of the run's figure (docs/algorithm.md#the-kv-cache-figure):\n",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -383,4 +432,5 @@ def build_report(
     for name, x_field, x_label in PLOTS:
         files.append(plot_accuracy(rows, x_field, x_label, metric, out / name))
     files += [page for _, page in views]
-    return Report(rows=rows, metric=metric, markdown=markdown, csv=csv_text, files=files)
+    return Report(rows=rows, metric=metric, markdown=markdown, csv=csv_text, files=files,
+                  baseline=in_order[0] if in_order else None)

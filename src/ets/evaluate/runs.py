@@ -24,8 +24,11 @@ METHOD_LABELS = {
 }
 
 
-def run_label(method: str, width: int | None) -> str:
-    """"ETS width 16": a run's method, by its common name, and its width."""
+def run_label(method: str, width: int | None, temperature: float | None = None) -> str:
+    """"ETS width 16": a run's method, by its common name, and its width; "greedy" for one sample at
+    temperature 0."""
+    if method == "best_of_n" and width == 1 and temperature == 0:
+        return "greedy"
     label = METHOD_LABELS.get(method, method)
     return label if width is None else f"{label} width {width}"
 

@@ -248,7 +248,8 @@ class RunView:
 
     @property
     def label(self) -> str:
-        return run_label(self.config.get("select_method") or "unknown", self.config.get("width"))
+        return run_label(self.config.get("select_method") or "unknown", self.config.get("width"),
+                         self.config.get("temperature"))
 
     def _read(self, saved: list[tuple[Path, dict]]) -> None:
         entries = [data["answer"] for _, data in saved]
