@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 from ets.backends.base import Backends, Policy
 from ets.config import SearchConfig
 from ets.datasets import Problem
+from ets.files import write_atomic, write_json
 from ets.progress import Progress, as_progress
 from ets.search import SearchError, SearchResult, prompt_overflow, prompt_text, search
 from ets.stats import SearchStats
@@ -55,25 +56,6 @@ OVERWRITE_HINT = "pass --overwrite to replace it, or choose another --output_pat
 class RunDirError(ValueError):
     """A run directory that cannot take this run: it holds another run, or cannot be
     written. The message names the directory, what is wrong and what to do."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 @dataclass
