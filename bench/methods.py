@@ -44,7 +44,8 @@ BEST = "best_of_n/last"
 
 # name -> config changes; greedy is one sample at temperature 0, whatever the width
 METHODS = {
-    "greedy": {"select_method": "best_of_n", "width": 1, "temperature": 0.0},
+    # one sequence a problem: 16 problems at once fill its decoding batches as 4 problems of ETS's 8 children
+    "greedy": {"select_method": "best_of_n", "width": 1, "temperature": 0.0, "num_threads": 16},
     "best_of_n": {"select_method": "best_of_n"},
     "ets": {"select_method": "softmax_costmodel"},
     "ets_no_diversity": {"select_method": "softmax_costmodel", "lambdas": 0.0},

