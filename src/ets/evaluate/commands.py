@@ -2,6 +2,10 @@
 
 ``ets evaluate`` takes the arguments of the reference's ``math_evaluate.py``,
 so its published ``evaluate.sh`` runs with ``ets evaluate`` in its place.
+
+A run file that cannot be read or used is refused in one line naming it (exit 2), as is an output
+path that is one of the files read or a run's own file; a file that cannot be written fails naming it
+(exit 1) and leaves the earlier file whole.
 """
 
 from __future__ import annotations
@@ -9,15 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ets.cli import CommandError
 from ets.evaluate.aggregate import AGG_NAMES, ALL_SETTINGS, SELECT_NAMES, Setting
-from ets.evaluate.answers import AnswersFileError, load_answers, resolve_answers_path
+from ets.evaluate.answers import RunFileError, ground_truth_gaps, load_answers, resolve_answers_path
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.extract import answer_style
 from ets.evaluate.report import build_report, render_brief
-from ets.evaluate.runs import ReportError, model_type_of, read_run_json
+from ets.evaluate.runs import check_output, model_type_of, os_error, read_run_json
+from ets.files import write_atomic
 
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", "none"}
@@ -89,9 +96,23 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_report)
 
 
-def check_output_path(path: str) -> None:
-    """The file --output_path appends to must be creatable: refused before any work."""
+@contextmanager
+def reading_runs() -> Iterator[None]:
+    """A run file that cannot be read or used, or a file operation that fails, as the one line of a
+    :class:`CommandError` naming the file."""
+    try:
+        yield
+    except RunFileError as exc:
+        raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        raise CommandError(*os_error(exc)) from exc
+
+
+def check_output_path(path: str, answers: Path) -> None:
+    """The file --output_path appends to must be creatable, and neither the answers read nor a run's own
+    file: refused before any work."""
     target = Path(path)
+    check_output(target, "--output_path", [answers])
     if target.is_dir():
         raise CommandError(f"--output_path {target} is a directory; give a file to append the result to")
     if not target.parent.is_dir():
@@ -100,12 +121,18 @@ def check_output_path(path: str) -> None:
 
 
 def run_evaluate(args) -> int:
+    with reading_runs():
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
+    answers = resolve_answers_path(args.path)
     if args.model_type is None:  # the format of the run that wrote the answers
         try:
-            config = read_run_json(resolve_answers_path(args.path).parent).get("config")
-        except ReportError as exc:
+            config = read_run_json(answers.parent).get("config")
+        except RunFileError as exc:
             raise CommandError(f"{exc}; give --model_type to evaluate without it") from exc
-        args.model_type = model_type_of(config if isinstance(config, dict) else {})
+        args.model_type = model_type_of(config or {})
     if args.all:
         settings = list(ALL_SETTINGS)
     elif args.agg_func is None:
@@ -116,23 +143,26 @@ def run_evaluate(args) -> int:
             raise CommandError("--weighted True needs --weight_agg (min, prod, mean or last)")
         settings = [Setting(args.agg_func, weighted, args.weight_agg if weighted else None)]
     if args.output_path:
-        check_output_path(args.output_path)
+        check_output_path(args.output_path, answers)
     if answer_style(args.model_type) == "auto":
         print(f"ets evaluate: warning: unknown --model_type {args.model_type!r}; reading 'The answer is: X', "
               "then \\boxed{X}", file=sys.stderr)
+    problems = load_answers(answers)
+    gaps = ground_truth_gaps(problems, answers)
+    if gaps:
+        print(f"ets evaluate: warning: {gaps}", file=sys.stderr)
     try:
-        problems = load_answers(args.path)
         results = evaluate_settings(problems, settings, args.model_type)
-    except (AnswersFileError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
+    except ValueError as exc:  # no problems
+        raise CommandError(f"{answers}: {exc}") from exc
 
     if args.output_path:
         lines = "".join(  # the reference's lines
             f"\nagg_function {setting.agg_func} weighted: {setting.weighted if args.all else args.weighted} \n"
             f" accuracy: {str(results[setting.name].accuracy)}" for setting in settings)
-        try:
-            with open(args.output_path, "a", encoding="utf-8") as f:
-                f.write(lines)
+        target = Path(args.output_path)
+        try:  # appended by writing the whole aside: a full disk leaves the file as it was, not cut short
+            write_atomic(target, (target.read_bytes() if target.exists() else b"") + lines.encode("utf-8"))
         except OSError as exc:
             raise CommandError(f"cannot append to --output_path {args.output_path}: {exc.strerror}", 1) from exc
     if args.json:
@@ -148,7 +178,7 @@ def run_evaluate(args) -> int:
                 out["problems"] = {name: res.to_dict(True)["problems"] for name, res in results.items()}
         else:
             out = {"path": args.path, **results[settings[0].name].to_dict(args.per_problem)}
-        print(json.dumps(out, ensure_ascii=False))
+        print(json.dumps(out, ensure_ascii=False, allow_nan=False))
     else:
         for name, res in results.items():
             label = f"{name}: " if args.all else ""
@@ -157,12 +187,13 @@ def run_evaluate(args) -> int:
 
 
 def run_report(args) -> int:
-    try:
-        report = build_report(args.runs, args.output, model_type=args.model_type, metric=args.metric)
-    except (ReportError, AnswersFileError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
+    with reading_runs():
+        try:
+            report = build_report(args.runs, args.output, model_type=args.model_type, metric=args.metric)
+        except ValueError as exc:  # a run file that cannot be used, an unknown metric, a run with no problems
+            raise CommandError(str(exc)) from exc
     if args.json:
-        print(json.dumps(report.rows_as_dicts(), ensure_ascii=False))
+        print(json.dumps(report.rows_as_dicts(), ensure_ascii=False, allow_nan=False))
     elif args.brief:
         print(render_brief(report.rows, report.metric, report.baseline), end="")
         print(f"full report: {Path(args.output) / 'report.md'}")

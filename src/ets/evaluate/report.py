@@ -9,6 +9,10 @@ name, e.g. ``width_16`` or ``ets_16_math500``).
 
 The cost figures are those of ``stats.log`` (falling back to ``run.json``'s
 ``stats``); ``prompt_tokens_reused`` comes from ``run.json``.
+
+Runs of different datasets (a problem id holding another question) are refused, as is a sweep whose
+``width_*`` runs were not made together (one with other settings or problem count, as an earlier run
+left beside an ``--overwrite``n one). Every file is written aside and renamed once all are written.
 """
 
 from __future__ import annotations
@@ -19,16 +23,26 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ets.evaluate.aggregate import ALL_SETTINGS
-from ets.evaluate.answers import load_answers
+from ets.evaluate.answers import ANSWERS_NAME, RunFileError, find_answers, ground_truth_gaps, load_answers
 from ets.evaluate.evaluator import evaluate_settings
 from ets.evaluate.grade import Grader, default_grader
 from ets.evaluate.intervals import paired_difference, wilson_interval
-from ets.evaluate.runs import METHOD_LABELS, ReportError, model_type_of, read_run_json, run_label
-from ets.stats import STATS_LOG_LABELS
-from ets.view.data import ViewError, has_trees, kv_by_depth
+from ets.evaluate.runs import (  # noqa: F401 - read_stats_log is imported from here too
+    METHOD_LABELS,
+    ReportError,
+    check_output,
+    model_type_of,
+    other_questions,
+    questions_of,
+    read_run_json,
+    read_stats_log,
+    run_label,
+)
+from ets.files import write_all
+from ets.view.data import has_trees, kv_by_depth
 from ets.view.page import report_views
 
 # figure geometry: 6.4 x 4.8 inches at 100 dpi -> 640 x 480 pixels
@@ -44,8 +58,8 @@ PLOTS = (
 
 STAT_FIELDS = ("kv_cache_size", "prompt_tokens_reused", "tokens_generated", "model_calls", "time")
 
-# stats.log line label, lower case (read case-insensitively) -> field
-STATS_LOG_KEYS = {label.lower(): name for name, label in STATS_LOG_LABELS.items()}
+# config keys that may differ between the width_* runs of one sweep (how it ran, not what it computed)
+SWEEP_FREE_KEYS = ("width", "num_threads", "store_path")
 
 _SETTING_LONG = {
     "majority_vote/weighted/last": "accuracy by majority vote weighted by the last step score",
@@ -76,6 +90,8 @@ class RunRow:
     stats: dict[str, float | int | None] = field(default_factory=dict)
     correct: dict[str, dict] = field(default_factory=dict)  # setting -> {problem id: correct}
     label: str = ""  # the run's name in tables: "ETS width 16", "greedy" (runs.run_label)
+    questions: dict = field(default_factory=dict)  # problem id -> question: which dataset the run is of
+    run_json: dict = field(default_factory=dict)  # its run.json ({} for a reference run)
 
     def as_dict(self) -> dict:
         return {
@@ -109,64 +125,45 @@ def _width_key(path: Path) -> tuple:
     return (0, int(m.group(1)), path.name) if m else (1, 0, path.name)
 
 
-def discover_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories: each path is a run (it holds answers.json) or a sweep
-    (its ``width_*`` subdirectories, else any subdirectories, that hold one)."""
-    runs: list[Path] = []
+def discover_sweeps(paths: Iterable[str | Path]) -> list[tuple[Path | None, list[Path]]]:
+    """Each path as (sweep directory, its runs) or (None, [the run]): a run directory holds an answers file
+    (answers.json, or the one JSON file of answers beside run.json), a sweep directory holds runs in its
+    ``width_*`` subdirectories (else in any subdirectories)."""
+    found: list[tuple[Path | None, list[Path]]] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_file() and p.name == "answers.json":
+        if p.is_file() and p.suffix == ".json":
             p = p.parent
         if not p.exists():
             raise ReportError(f"{p}: no such run directory")
         if not p.is_dir():
-            raise ReportError(f"{p}: expected a run directory (holding answers.json) or a sweep directory")
-        if (p / "answers.json").is_file():
-            runs.append(p)
+            raise ReportError(f"{p}: expected a run directory (holding {ANSWERS_NAME}) or a sweep directory")
+        if find_answers(p):
+            found.append((None, [p]))
             continue
-        children = sorted((c for c in p.glob("width_*") if (c / "answers.json").is_file()), key=_width_key)
+        children = sorted((c for c in p.glob("width_*") if c.is_dir() and find_answers(c)), key=_width_key)
         if not children:
-            children = sorted((c for c in p.iterdir() if c.is_dir() and (c / "answers.json").is_file()),
-                              key=_width_key)
+            children = sorted((c for c in p.iterdir() if c.is_dir() and find_answers(c)), key=_width_key)
         if not children:
-            raise ReportError(f"{p}: no answers.json in it nor in its width_* subdirectories")
-        runs.extend(children)
+            raise ReportError(f"{p}: no {ANSWERS_NAME} in it nor in its width_* subdirectories")
+        found.append((p, children))
+    return found
+
+
+def discover_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories: each path is a run or a sweep (:func:`discover_sweeps`), each run listed once."""
+    return _each_once(discover_sweeps(paths))
+
+
+def _each_once(sweeps: Iterable[tuple[Path | None, list[Path]]]) -> list[Path]:
     seen, unique = set(), []
-    for r in runs:
-        key = r.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(r)
+    for _, runs in sweeps:
+        for r in runs:
+            key = r.resolve()
+            if key not in seen:
+                seen.add(key)
+                unique.append(r)
     return unique
-
-
-def _number(text: str, path: Path, line: str):
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            raise ReportError(f"{path}: cannot read a number in line {line!r}") from None
-
-
-def read_stats_log(path: str | Path) -> dict[str, int | float]:
-    """The figures of a ``stats.log`` (``Total KV cache size: N`` ...), by field name."""
-    path = Path(path)
-    stats: dict[str, int | float] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if ":" not in line:
-            continue
-        label, value = line.split(":", 1)
-        key = STATS_LOG_KEYS.get(label.strip().lower())
-        if key:
-            stats[key] = _number(value, path, line)
-    missing = [label for label, key in STATS_LOG_KEYS.items() if key not in stats]
-    if missing:
-        expected = ", ".join(f"'{label}: {'S' if name == 'time' else 'N'}'" for name, label in STATS_LOG_LABELS.items())
-        raise ReportError(f"{path}: missing line(s) {', '.join(repr(m) for m in missing)} (expected {expected})")
-    return stats
 
 
 def _width_from_name(name: str) -> int | None:
@@ -200,13 +197,62 @@ def read_run(path: Path, model_type: str | None = None, grader: Grader | None = 
         print(f"ets: warning: {path}: no stats.log nor run.json stats; cost columns left empty",
               file=sys.stderr)
 
-    problems = load_answers(path / "answers.json")
+    answers = find_answers(path) or path / ANSWERS_NAME
+    problems = load_answers(answers)
+    gaps = ground_truth_gaps(problems, answers)
+    if gaps:
+        print(f"ets report: warning: {gaps}", file=sys.stderr)
     results = evaluate_settings(problems, ALL_SETTINGS, mtype, grader)
     width = int(width) if width is not None else None
     return RunRow(path=path, method=method, width=width, label=run_label(method, width, config.get("temperature")),
                   model_type=mtype, num_problems=len(problems),
                   accuracy={name: res.accuracy for name, res in results.items()}, stats=stats,
-                  correct={name: {p.id: p.correct for p in res.problems} for name, res in results.items()})
+                  correct={name: {p.id: p.correct for p in res.problems} for name, res in results.items()},
+                  questions=questions_of(problems), run_json=run_json)
+
+
+def check_one_dataset(rows: Sequence[RunRow]) -> None:
+    """Refuse runs of different datasets: their problem ids match, their questions do not, and a paired
+    difference over them would compare unrelated problems."""
+    for i, row in enumerate(rows):
+        for earlier in rows[:i]:
+            differs = other_questions(earlier.questions, row.questions)
+            if differs:
+                raise ReportError(f"{earlier.path} and {row.path} are not runs of one dataset ({differs}); "
+                                  "report them separately")
+
+
+def _sweep_settings(row: RunRow) -> dict[str, Any]:
+    config = row.run_json.get("config") or {}
+    return {k: v for k, v in config.items() if k not in SWEEP_FREE_KEYS}
+
+
+def check_sweep(sweep: Path, rows: Sequence[RunRow]) -> None:
+    """Refuse a sweep directory whose width_* runs were not made together: each is compared with the one
+    that finished last (run.json's settings but the width, its num_problems, and the questions); a run that
+    differs was left by an earlier run (``ets run --overwrite`` replaces only the widths it runs)."""
+    if len(rows) < 2:
+        return
+    newest = max(rows, key=lambda r: str(r.run_json.get("finished_at") or ""))
+    for row in rows:
+        if row is newest:
+            continue
+        here, there = row.path.name, newest.path.name
+        then, now = _sweep_settings(row), _sweep_settings(newest)
+        differs = [f"{k} {then[k]!r} in {here}, {now[k]!r} in {there}"
+                   for k in sorted(then.keys() & now.keys(), key=str) if then[k] != now[k]]
+        counts = row.run_json.get("num_problems"), newest.run_json.get("num_problems")
+        if None not in counts and counts[0] != counts[1]:
+            differs.append(f"{counts[0]} problems in {here}, {counts[1]} in {there}")
+        other = other_questions(row.questions, newest.questions, (here, there))
+        if other:
+            differs.append(other)
+        if differs:
+            finished = row.run_json.get("finished_at")
+            raise ReportError(
+                f"{row.path} was not made with {there}, the run of the sweep {sweep} that finished last "
+                f"({'; '.join(differs[:3])}{'; …' if len(differs) > 3 else ''}): left by an earlier run"
+                f"{f' (finished {finished})' if finished else ''}? Remove it, or name the runs to report one by one")
 
 
 # -- the table --------------------------------------------------------------------
@@ -320,7 +366,7 @@ def render_kv_by_depth(rows: Sequence[RunRow]) -> str:
             continue
         try:
             columns.append((r, kv_by_depth(r.path)))
-        except ViewError as exc:
+        except RunFileError as exc:
             print(f"ets: warning: no KV figure by depth for {r.path}: {exc}", file=sys.stderr)
     if not columns:
         return ""
@@ -360,7 +406,7 @@ def _method_label(method: str) -> str:
     return f"{label} ({method})" if label and label != method else method
 
 
-def plot_accuracy(rows: Sequence[RunRow], x_field: str, x_label: str, metric: str, out: Path) -> Path:
+def plot_accuracy(rows: Sequence[RunRow], x_field: str, x_label: str, metric: str) -> bytes:
     """One PNG of ``metric`` accuracy against ``x_field``, one line per method,
     FIGSIZE at DPI (640 x 480 pixels)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -397,8 +443,9 @@ def plot_accuracy(rows: Sequence[RunRow], x_field: str, x_label: str, metric: st
     ax.set_title(f"accuracy vs {x_label.split(' (')[0]}")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=DPI, format="png")
-    return out
+    png = io.BytesIO()
+    fig.savefig(png, dpi=DPI, format="png")
+    return png.getvalue()
 
 
 # -- all together ---------------------------------------------------------------------
@@ -415,22 +462,33 @@ def build_report(
     if metric not in {s.name for s in ALL_SETTINGS}:
         raise ReportError(f"unknown metric {metric!r}; known: {', '.join(s.name for s in ALL_SETTINGS)}")
     grader = grader or default_grader()
-    in_order = [read_run(p, model_type, grader) for p in discover_runs(paths)]
-    rows = sorted(in_order, key=_sort_key)
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    sweeps = discover_sweeps(paths)
+    run_dirs = _each_once(sweeps)
+    reads = [find_answers(d) or d / ANSWERS_NAME for d in run_dirs]
+    check_output(out, "--output", reads)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--output {out} is a file; give the directory to write the report into")
+    in_order = [read_run(p, model_type, grader) for p in run_dirs]
+    by_path = {r.path.resolve(): r for r in in_order}
+    for sweep, runs in sweeps:
+        if sweep is not None:
+            check_sweep(sweep, [by_path[r.resolve()] for r in runs])
+    check_one_dataset(in_order)
+    rows = sorted(in_order, key=_sort_key)
     views = report_views([(r.path, r.method, r.width) for r in rows], out, model_type=model_type, grader=grader)
     markdown = (render_markdown(rows, metric) + render_intervals(rows, metric, baseline=in_order[0] if in_order else None)
                 + render_kv_by_depth(rows))
     if views:
         markdown += "\nSearch trees (`ets view`, open in a browser): " + ", ".join(
-            f"[{title}]({page.name})" for title, page in views) + "\n"
+            f"[{title}]({page.name})" for title, page, _ in views) + "\n"
     csv_text = render_csv(rows)
-    files = [out / "report.md", out / "report.csv"]
-    files[0].write_text(markdown, encoding="utf-8")
-    files[1].write_text(csv_text, encoding="utf-8")
+    contents: dict[Path, str | bytes] = {out / "report.md": markdown, out / "report.csv": csv_text}
     for name, x_field, x_label in PLOTS:
-        files.append(plot_accuracy(rows, x_field, x_label, metric, out / name))
-    files += [page for _, page in views]
-    return Report(rows=rows, metric=metric, markdown=markdown, csv=csv_text, files=files,
+        contents[out / name] = plot_accuracy(rows, x_field, x_label, metric)
+    contents.update({page: html for _, page, html in views})
+    for path in contents:
+        check_output(path, "--output", reads)
+    write_all(contents)  # all aside first: a full disk or Ctrl-C leaves the earlier report whole
+    return Report(rows=rows, metric=metric, markdown=markdown, csv=csv_text, files=list(contents),
                   baseline=in_order[0] if in_order else None)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
-from ets.evaluate.answers import AnswersFileError
-from ets.view.data import ViewError
+from ets.cli import CommandError
+from ets.evaluate.commands import reading_runs
 from ets.view.page import build_view
 
 
@@ -30,13 +28,9 @@ def register(subparsers) -> None:
 
 def run_view(args) -> int:
     if len(args.runs) > 2:
-        print(f"ets view: one or two run directories, not {len(args.runs)}", file=sys.stderr)
-        return 2
-    try:
+        raise CommandError(f"one or two run directories, not {len(args.runs)}")
+    with reading_runs():
         out, runs = build_view(args.runs, args.output, problem_ids=args.problem)
-    except (ViewError, AnswersFileError) as exc:
-        print(f"ets view: {exc}", file=sys.stderr)
-        return 2
     problems = max(len(r.index) for r in runs)
     print(f"wrote {out} ({problems} problems, {' vs '.join(r.label for r in runs)}, "
           f"{out.stat().st_size / 1e6:.1f} MB)")

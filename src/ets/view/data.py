@@ -17,18 +17,19 @@ Answers are extracted, graded and picked by :mod:`ets.evaluate`.
 
 from __future__ import annotations
 
-import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ets.evaluate.aggregate import Setting
+from ets.evaluate.answers import RunFileError, find_answers, ground_truth_gaps, read_json
 from ets.evaluate.evaluator import ProblemResult, evaluate_settings
 from ets.evaluate.extract import extract_answer
 from ets.evaluate.grade import Grader, default_grader
-from ets.evaluate.runs import model_type_of, read_run_json, run_label
+from ets.evaluate.runs import model_type_of, read_run_json, read_tree_file, run_label
 from ets.tree import Tree
 
 # the two aggregations the viewer highlights, by their evaluator names
@@ -47,7 +48,7 @@ NOT_REACHED = "open"  # alive when the search stopped (max_depth, or the width u
 QUESTION_PREVIEW = 140  # characters of the question in the index
 
 
-class ViewError(ValueError):
+class ViewError(RunFileError):
     """A run directory the viewer cannot read; the message names the path."""
 
 
@@ -135,15 +136,6 @@ def pick_payload(result: ProblemResult, leaves: list[int]) -> dict[str, Any]:
     }
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ViewError(f"{path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise ViewError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
 def _tree_id(path: Path) -> tuple:
     match = re.fullmatch(r"q(-?\d+)", path.stem)
     return (0, int(match.group(1)), "") if match else (1, 0, path.stem)
@@ -161,20 +153,15 @@ def tree_files(run_dir: Path) -> list[Path]:
     if not files:
         raise ViewError(f"{run_dir}: no trees/q*.json: `ets view` needs a run directory written by `ets run` "
                         "(the reference's runs keep no trees)")
-    answers = run_dir / "answers.json"
-    if answers.is_file():
-        order = list(dict.fromkeys(f"q{entry.get('id')}" for entry in _read_json(answers) if isinstance(entry, dict)))
+    answers = find_answers(run_dir)
+    if answers is not None:
+        entries = read_json(answers, ViewError)
+        order = list(dict.fromkeys(f"q{entry.get('id')}" for entry in (entries if isinstance(entries, list) else [])
+                                   if isinstance(entry, dict)))
         listed = set(order)
         rest = sorted((p for name, p in files.items() if name not in listed), key=_tree_id)
         return [files[name] for name in order if name in files] + rest
     return sorted(files.values(), key=_tree_id)
-
-
-def _read_tree_file(file: Path) -> dict:
-    data = _read_json(file)
-    if not isinstance(data, dict) or "nodes" not in data or "answer" not in data:
-        raise ViewError(f"{file}: not a tree file of `ets run` (expected keys nodes, answer, stats)")
-    return data
 
 
 def _tree_of(file: Path, data: dict) -> Tree:
@@ -203,7 +190,7 @@ def kv_by_depth(path: str | Path) -> KVByDepth:
     by_depth: dict[int, int] = {}
     prompt = 0
     for file in tree_files(run_dir):
-        data = _read_tree_file(file)
+        data = read_tree_file(file)
         tree = _tree_of(file, data)
         for s in replay(tree, (data.get("fingerprint") or {}).get("config") or run_config):
             by_depth[s.depth] = by_depth.get(s.depth, 0) + s.kv
@@ -226,8 +213,7 @@ class RunView:
     def __init__(self, path: str | Path, *, grader: Grader | None = None,
                  problem_ids: Iterable[str] | None = None, model_type: str | None = None) -> None:
         self.path = resolve_run_dir(path)
-        run_json = self.path / "run.json"
-        self.run = _read_json(run_json) if run_json.is_file() else {}
+        self.run = read_run_json(self.path)
         self.grader = grader or default_grader()
         wanted = {str(i) for i in problem_ids} if problem_ids is not None else None
         self.index: list[dict[str, Any]] = []
@@ -235,7 +221,7 @@ class RunView:
         files = tree_files(self.path)
         saved = []
         for file in files:
-            data = _read_tree_file(file)
+            data = read_tree_file(file)
             if wanted is None or str(data["answer"].get("id")) in wanted:
                 saved.append((file, data))
         if wanted is not None:
@@ -244,6 +230,10 @@ class RunView:
                 raise ViewError(f"{self.path}: no tree for problem(s) {', '.join(sorted(missing))}")
         self.config = self.run.get("config") or (saved[0][1].get("fingerprint") or {}).get("config") or {}
         self.model_type = model_type or model_type_of(self.config)
+        # the trees are worth seeing without ground truths, but every verdict would read "wrong"
+        gaps = ground_truth_gaps([data["answer"] for _, data in saved], self.path / "trees", refuse_all=False)
+        if gaps:
+            print(f"ets view: warning: {gaps}", file=sys.stderr)
         self._read(saved)
 
     @property

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ets import __version__
+from ets.evaluate.answers import RunFileError
 from ets.evaluate.grade import default_grader
+from ets.evaluate.runs import check_output
+from ets.files import write_atomic
 from ets.view.data import RunView, ViewError, has_trees
 
 ASSETS = "assets"
@@ -29,8 +32,9 @@ def _asset(name: str) -> str:
 
 
 def _json_block(element_id: str, data: Any) -> str:
-    # "<" escaped as \u003c (still JSON): no "</script>" can end the block early
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    # "<" escaped as \u003c (still JSON): no "</script>" can end the block early; NaN is no JSON: the page
+    # would not open (the readers refuse it in the run files, so one here is a bug)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
@@ -89,40 +93,65 @@ def render_page(runs: Sequence[RunView], initial: str | None = None) -> str:
     return re.sub("|".join(re.escape(m) for m in values), lambda m: values[m.group(0)], template)
 
 
-def build_view(run_dirs: Sequence[str | Path], output: str | Path, *, problem_ids: Sequence[str] | None = None,
-               model_type: str | None = None, grader=None) -> tuple[Path, list[RunView]]:
-    """Read one or two run directories and write the page to ``output``."""
+def check_page_path(output: str | Path, flag: str = "--output") -> Path:
+    """Refuse a page path that is a directory or one of a run's own files (:func:`ets.evaluate.runs.own_file`)."""
+    out = Path(output)
+    check_output(out, flag)
+    if out.is_dir():
+        raise ViewError(f"{flag} {out} is a directory; give the HTML file to write")
+    return out
+
+
+def render_view(run_dirs: Sequence[str | Path], *, problem_ids: Sequence[str] | None = None,
+                model_type: str | None = None, grader=None) -> tuple[str, list[RunView]]:
+    """Read one or two run directories: the page, and the runs as read."""
     grader = grader or default_grader()  # shared: the runs' answers are graded once
     runs = [RunView(d, grader=grader, problem_ids=problem_ids, model_type=model_type) for d in run_dirs]
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_page(runs, str(problem_ids[0]) if problem_ids else None), encoding="utf-8")
+    return render_page(runs, str(problem_ids[0]) if problem_ids else None), runs
+
+
+def build_view(run_dirs: Sequence[str | Path], output: str | Path, *, problem_ids: Sequence[str] | None = None,
+               model_type: str | None = None, grader=None) -> tuple[Path, list[RunView]]:
+    """Read one or two run directories and write the page to ``output`` (aside, then renamed: a failed
+    write leaves the earlier page)."""
+    out = check_page_path(output)
+    page, runs = render_view(run_dirs, problem_ids=problem_ids, model_type=model_type, grader=grader)
+    write_atomic(out, page)
     return out, runs
 
 
 def report_views(runs: Sequence[tuple[Path, str, int | None]], output: str | Path, *, model_type: str | None = None,
-                 grader=None) -> list[tuple[str, Path]]:
+                 grader=None) -> list[tuple[str, Path, str]]:
     """The pages ``ets report`` links to, from its runs as (directory, method,
     width): per width, the two runs side by side where exactly two ran it, else
     a page per run. Runs without trees (the reference's) get none; a run that
-    cannot be read is skipped with a warning. Returns (title, page) pairs."""
+    cannot be read is skipped with a warning (the other of a pair gets its own
+    page). Returns (title, page path, page) triples; the report writes them with
+    its other files."""
     by_width: dict[int | None, list[tuple[Path, str, int | None]]] = {}
     for run in runs:
         if has_trees(run[0]):
             by_width.setdefault(run[2], []).append(run)
-    pages, names = [], set()
+    pages: list[tuple[str, Path, str]] = []
+    names: set[str] = set()
+
+    def add(members: list[tuple[Path, str, int | None]], width: int | None) -> bool:
+        try:
+            page, views = render_view([d for d, _, _ in members], model_type=model_type, grader=grader)
+        except RunFileError as exc:
+            print(f"ets: warning: no tree page for {', '.join(str(d) for d, _, _ in members)}: {exc}",
+                  file=sys.stderr)
+            return False
+        name = "trees_" + "_vs_".join(m for _, m, _ in members) + ("" if width is None else f"_width_{width}")
+        while name in names:
+            name += "_"
+        names.add(name)
+        pages.append((" vs ".join(v.label for v in views), Path(output) / f"{name}.html", page))
+        return True
+
     for width, group in by_width.items():
         for members in ([group] if len(group) == 2 else [[run] for run in group]):
-            name = "trees_" + "_vs_".join(m for _, m, _ in members) + ("" if width is None else f"_width_{width}")
-            while name in names:
-                name += "_"
-            names.add(name)
-            try:
-                page, views = build_view([d for d, _, _ in members], Path(output) / f"{name}.html",
-                                         model_type=model_type, grader=grader)
-            except ViewError as exc:
-                print(f"ets: warning: no tree page for {', '.join(str(d) for d, _, _ in members)}: {exc}",
-                      file=sys.stderr)
-                continue
-            pages.append((" vs ".join(v.label for v in views), page))
+            if not add(members, width) and len(members) == 2:
+                for member in members:
+                    add([member], width)
     return pages
