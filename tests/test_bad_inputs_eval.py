@@ -115,7 +115,7 @@ BAD_SCORES = [(math.nan, "NaN"), (math.inf, "Infinity"), (-math.inf, "-Infinity"
 
 @pytest.mark.parametrize("value, shown", BAD_SCORES)
 def test_a_bad_score_listed_first_is_refused_not_left_to_decide_the_vote(tmp_path, capsys, value, shown):
-    # four votes of 0.9 for 9 after the bad one, one of 0.1 for 5: a NaN first kept 9's total NaN, and 5 won
+    # 9's first vote bad, then four of 0.9, and one of 0.1 for 5: a NaN first kept 9's total NaN, and 5 won
     problems = [{"id": "q7", "question": "Q?", "ground_truth_answer": "9",
                  "model_answer": [trajectory("3", [0.5]), trajectory("9", [0.2, value])]
                  + [trajectory("9", [0.9])] * 4 + [trajectory("5", [0.1])]}]
@@ -145,7 +145,8 @@ def test_report_and_view_refuse_a_bad_score_naming_the_file(run, tmp_path, capsy
     edit_json(run / "trees" / "q3.json", lambda d: d["answer"]["model_answer"][0]["step_scores"].__setitem__(0, value))
     assert main(["view", str(run), "-o", str(tmp_path / "v.html")]) == 2
     line = one_line_error(capsys, "view")
-    assert str(run / "trees" / "q3.json") in line and "'answer' (id 3), trajectory 0: step_scores[0] is " + shown in line
+    assert str(run / "trees" / "q3.json") in line
+    assert "'answer' (id 3), trajectory 0: step_scores[0] is " + shown in line
     edit_json(run / "trees" / "q3.json", lambda d: d["answer"]["model_answer"][0]["step_scores"].__setitem__(0, 0.5))
     edit_json(run / "trees" / "q3.json", lambda d: d["nodes"][2].__setitem__("score", value))
     assert main(["view", str(run), "-o", str(tmp_path / "v.html")]) == 2
@@ -224,7 +225,8 @@ def test_no_ground_truth_at_all_is_refused_some_missing_are_counted(tmp_path, ca
     for argv, command in ((evaluate(run), "evaluate"), (["report", str(run), "-o", str(tmp_path / "r")], "report")):
         assert main(argv) == 2
         line = one_line_error(capsys, command)
-        assert str(run / "answers.json") in line and "no ground truth for any problem (ground_truth_answer is null)" in line
+        assert str(run / "answers.json") in line
+        assert "no ground truth for any problem (ground_truth_answer is null)" in line
         assert "answer field was not found" in line and "answer, Answer, solution" in line
     assert main(["view", str(run), "-o", str(tmp_path / "v.html")]) == 0  # the trees are still worth a look
     assert f"ets view: warning: {run / 'trees'}: no ground truth for any problem" in capsys.readouterr().err
