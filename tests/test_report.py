@@ -292,3 +292,45 @@ def test_brief_summary_gives_each_runs_interval_and_the_paired_difference(tmp_pa
     assert d == pytest.approx(0.5)
     assert out[-1] == f"full report: {tmp_path / 'report' / 'report.md'}"
     assert (tmp_path / "report" / "report.md").is_file()  # the files are written in full
+
+
+def test_a_key_sweep_is_one_line_per_width_labelled_by_its_setting(tmp_path, capsys, monkeypatch):
+    """ETS at three lambdac values (a sweep directory of lambdac=V runs) and REBASE at the same width: the
+    table names each setting, the sweep is not taken for stale runs, and the KV plot draws ETS's settings
+    as one line whose points carry their values."""
+    sample = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
+    for value in (0.5, 1, 4):
+        assert main(["run", "--scripted", "--input_path", str(sample), "--num_samples", "3", "--width", "4",
+                     "--set", f"lambdac={value}", "--output_path", str(tmp_path / "sweep" / f"lambdac={value}"),
+                     "--quiet"]) == 0
+    assert main(["run", "--scripted", "--input_path", str(sample), "--num_samples", "3", "--width", "4",
+                 "--select_method", "softmax", "--output_path", str(tmp_path / "rebase"), "--quiet"]) == 0
+    capsys.readouterr()
+    import matplotlib.axes
+
+    drawn, notes = {}, []
+    plot, annotate = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.annotate
+
+    def plot_and_keep(self, xs, ys, **kw):
+        axes = drawn.setdefault(id(self), {})  # a plot each, in the order of PLOTS: width, KV figure, tokens
+        axes[kw["label"]] = list(xs)
+        return plot(self, xs, ys, **kw)
+
+    def annotate_and_keep(self, text, *args, **kw):
+        notes.append(text)
+        return annotate(self, text, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot_and_keep)
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", annotate_and_keep)
+    assert main(["report", str(tmp_path / "sweep"), str(tmp_path / "rebase"), "-o", str(tmp_path / "r")]) == 0
+    table = (tmp_path / "r" / "report.md").read_text()
+    for value in (0.5, 1.0, 4.0):
+        assert f"| softmax_costmodel (lambdac={value}) | 4 |" in table
+    assert "| softmax | 4 |" in table
+    width_plot, kv_plot, tokens_plot = drawn.values()
+    ets = "ETS (softmax_costmodel), width 4"
+    assert set(kv_plot) == set(tokens_plot) == {ets, "REBASE (softmax)"}
+    assert len(kv_plot[ets]) == 3 and kv_plot[ets] == sorted(kv_plot[ets])  # the three settings, along the KV figure
+    assert kv_plot["REBASE (softmax)"] == [json.loads((tmp_path / "rebase" / "run.json").read_text())["stats"]["kv_cache_size"]]
+    assert sorted(n for n in notes if n.startswith("lambdac")) == sorted(["lambdac=0.5", "lambdac=1.0", "lambdac=4.0"] * 2)
+    assert set(width_plot) == {f"ETS (softmax_costmodel) (lambdac={v})" for v in (0.5, 1.0, 4.0)} | {"REBASE (softmax)"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -222,9 +223,18 @@ def check_one_dataset(rows: Sequence[RunRow]) -> None:
                                   "report them separately")
 
 
+def swept_keys(name: str) -> set[str]:
+    """The keys a sweep's run directory is named by: ``width_16`` -> {width}; ``lambdac=0.5`` or
+    ``lambdac=0.5,width=16`` (``ets run --sweep``) -> {lambdac} or {lambdac, width}."""
+    if re.fullmatch(r"width_\d+", name):
+        return {"width"}
+    return {part.split("=", 1)[0] for part in name.split(",") if "=" in part}
+
+
 def _sweep_settings(row: RunRow) -> dict[str, Any]:
     config = row.run_json.get("config") or {}
-    return {k: v for k, v in config.items() if k not in SWEEP_FREE_KEYS}
+    free = {*SWEEP_FREE_KEYS, *swept_keys(row.path.name)}
+    return {k: v for k, v in config.items() if k not in free}
 
 
 def check_sweep(sweep: Path, rows: Sequence[RunRow]) -> None:
@@ -255,6 +265,27 @@ def check_sweep(sweep: Path, rows: Sequence[RunRow]) -> None:
                 f"{f' (finished {finished})' if finished else ''}? Remove it, or name the runs to report one by one")
 
 
+# -- what tells a method's runs apart ----------------------------------------------
+
+def varying_keys(rows: Sequence[RunRow]) -> dict[str, list[str]]:
+    """Per method, the config keys (but width and how it ran) whose values differ between its runs: a
+    ``--sweep lambdac=...`` of ETS gives {"softmax_costmodel": ["lambdac"]}."""
+    configs: dict[str, list[dict]] = {}
+    for r in rows:
+        configs.setdefault(r.method, []).append(r.run_json.get("config") or {})
+    out = {}
+    for method, group in configs.items():
+        keys = sorted({k for c in group for k in c} - set(SWEEP_FREE_KEYS), key=str)
+        out[method] = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in group}) > 1]
+    return out
+
+
+def setting_text(row: RunRow, keys: Sequence[str]) -> str:
+    """``lambdac=0.5``: the row's values of ``keys``."""
+    config = row.run_json.get("config") or {}
+    return ", ".join(f"{k}={config.get(k)}" for k in keys)
+
+
 # -- the table --------------------------------------------------------------------
 
 def _sort_key(row: RunRow):
@@ -276,8 +307,10 @@ def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
     head = (["method", "width"] + [_SETTING_SHORT[s] for s in settings]
             + ["KV cache", "prefix reused", "tokens gen.", "model calls", "time (s)", "problems", "run"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    varying = varying_keys(rows)
     for r in rows:
-        cells = [r.method, "" if r.width is None else str(r.width)]
+        setting = setting_text(r, varying.get(r.method, []))
+        cells = [f"{r.method} ({setting})" if setting else r.method, "" if r.width is None else str(r.width)]
         cells += [_fmt_md(r.accuracy[s], "acc") for s in settings]
         cells += [_fmt_md(r.stats.get(k), "time" if k == "time" else "int") for k in STAT_FIELDS]
         cells += [str(r.num_problems), f"`{r.path}`"]
@@ -407,37 +440,48 @@ def _method_label(method: str) -> str:
 
 
 def plot_accuracy(rows: Sequence[RunRow], x_field: str, x_label: str, metric: str) -> bytes:
-    """One PNG of ``metric`` accuracy against ``x_field``, one line per method,
-    FIGSIZE at DPI (640 x 480 pixels)."""
+    """One PNG of ``metric`` accuracy against ``x_field``, FIGSIZE at DPI (640 x 480 pixels): a line per
+    method along its widths; where a method's runs differ in other keys too (a ``--sweep``), a line per
+    width through those settings (the paper's trade-off of accuracy against the KV-cache figure), each
+    point labelled with its setting (against width: a line per setting)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    by_method: dict[str, list[tuple[int, float, float]]] = {}  # (width, x, accuracy %)
+    varying = varying_keys(rows)
+    lines: dict[str, list[tuple[float, float, float, str]]] = {}  # label -> (order, x, accuracy %, point label)
     for r in rows:
         x = r.width if x_field == "width" else r.stats.get(x_field)
         if x is None:
             continue
-        by_method.setdefault(r.method, []).append((r.width or 0, x, 100 * r.accuracy[metric]))
+        setting = setting_text(r, varying.get(r.method, []))
+        if not setting:  # along the width sweep
+            key, order, point = _method_label(r.method), r.width or 0, ""
+        elif x_field == "width":
+            key, order, point = f"{_method_label(r.method)} ({setting})", r.width or 0, ""
+        else:  # along the setting, at one width
+            key, order, point = f"{_method_label(r.method)}, width {r.width}", x, setting
+        lines.setdefault(key, []).append((order, x, 100 * r.accuracy[metric], point))
     xs_all = []
-    for method in sorted(by_method):
-        points = sorted(by_method[method])  # along the width sweep
-        xs = [p[1] for p in points]
-        ys = [p[2] for p in points]
-        xs_all += xs
-        ax.plot(xs, ys, marker="o", label=_method_label(method))
+    for label in sorted(lines):
+        points = sorted(lines[label])
+        xs_all += [p[1] for p in points]
+        ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=label)
+        for _, x, y, point in points:
+            if point:
+                ax.annotate(point, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if xs_all and all(x > 0 for x in xs_all):
         ax.set_xscale("log", base=2 if x_field == "width" else 10)
         if x_field == "width":
             ticks = sorted(set(xs_all))
             ax.set_xticks(ticks)
             ax.set_xticklabels([str(int(t)) for t in ticks])
-    if not by_method:
+    if not lines:
         ax.text(0.5, 0.5, f"no runs with {x_field}", ha="center", va="center", transform=ax.transAxes)
     else:
-        ax.legend()
+        ax.legend(fontsize=8)
     ax.set_xlabel(x_label)
     ax.set_ylabel(f"accuracy (%), {metric}")
     ax.set_title(f"accuracy vs {x_label.split(' (')[0]}")
