@@ -11,13 +11,18 @@ A problem whose tree file exists (same question, same settings) is not
 searched again, so an interrupted run resumes where it stopped.
 
 A run directory belongs to one dataset and config: a run of another (a
-question or a setting differs, or the directory holds problems this run does
-not have) is refused with :class:`RunDirError` naming what differs, unless it
-starts afresh (``resume=False``, ``ets run --overwrite``), which first removes
-the earlier run's files. A checkpoint that cannot be used (damaged, or searched
-with other backends) is dropped and its problem searched again; the resume says
-how many it took and dropped, and why. Ground truths always come from the
-dataset as it is now.
+question or a setting differs, or the finished answers.json holds problems this
+run does not have) is refused with :class:`RunDirError` naming what differs,
+unless it starts afresh (``resume=False``, ``ets run --overwrite``), which first
+removes the earlier run's files. Checkpoints of problems beyond this run (an
+extension to more problems, interrupted) are kept and no reason to refuse. A
+checkpoint that cannot be used (damaged, or searched with other backends) is
+dropped and its problem searched again; the resume says how many it took and
+dropped, and why. Ground truths always come from the dataset as it is now.
+
+The finished files (answers.json, stats.log, run.json) of an earlier run stay
+until this run's replace them, all three at its end: an extension that is
+interrupted loses nothing, and the earlier command still resumes to them.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any, Callable, Sequence
 from ets.backends.base import Backends, Policy
 from ets.config import SearchConfig
 from ets.datasets import Problem
-from ets.files import write_atomic, write_json
+from ets.files import write_all, write_atomic, write_json  # noqa: F401 (write_atomic: still ets.runner's name)
 from ets.progress import Progress, as_progress
 from ets.search import SearchError, SearchResult, prompt_overflow, prompt_text, search
 from ets.stats import SearchStats
@@ -160,6 +165,11 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def as_json(data: Any) -> str:
+    """A run file's JSON text, as write_json writes it."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def _short(text: str, limit: int = 40) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
@@ -167,8 +177,13 @@ def _short(text: str, limit: int = 40) -> str:
 
 def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: SearchConfig,
                 answers_name: str = "answers.json") -> str:
-    """Why ``run_dir`` holds another run than this one (another question, problems this
-    run does not have, or other settings); '' when this run may resume in it."""
+    """Why ``run_dir`` holds another run than this one (another question, a finished answers file
+    with problems this run does not have, or other settings); '' when this run may resume in it.
+
+    A checkpoint of a problem this run does not have is no reason: the problem is another
+    command's (a larger ``--num_samples`` interrupted), its file is kept, and this run reads only
+    its own problems' (questions compared). Replacing a finished answers file by one that lacks
+    some of its problems would lose them from view, so that is refused."""
     run_dir = Path(run_dir)
     by_id = {p.id: p for p in problems}
     now, defaults = result_config(config), result_config(SearchConfig())
@@ -178,10 +193,11 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
     setting_changes: dict[str, None] = {}
     checkpoints = 0
 
-    def compare(problem_id: Any, question: Any) -> None:
+    def compare(problem_id: Any, question: Any, finished: bool) -> None:
         nonlocal other_question
         if problem_id not in by_id:
-            not_here.add(problem_id)
+            if finished:
+                not_here.add(problem_id)
         elif question != by_id[problem_id].question and other_question is None:
             other_question = (by_id[problem_id], str(question))
 
@@ -190,7 +206,7 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
         if saved is None:
             continue  # damaged: dropped (and said so) when the run resumes
         checkpoints += 1
-        compare(int(CHECKPOINT_NAME.fullmatch(path.name).group(1)), saved["answer"]["question"])
+        compare(int(CHECKPOINT_NAME.fullmatch(path.name).group(1)), saved["answer"]["question"], finished=False)
         setting_changes.update(dict.fromkeys(differences(saved["fingerprint"]["config"], now, defaults)))
     run_json = _read_json(run_dir / "run.json")
     if isinstance(run_json, dict) and isinstance(run_json.get("config"), dict):
@@ -200,7 +216,7 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
         answers = _read_json(answers_path)
         entries = [a for a in answers if isinstance(a, dict)] if isinstance(answers, list) else []
         for entry in entries:
-            compare(entry.get("id"), entry.get("question"))
+            compare(entry.get("id"), entry.get("question"), finished=True)
         if not checkpoints and not isinstance(run_json, dict):
             reasons.append(f"{answers_name} with no run.json or checkpoints beside it (not an `ets run`)")
     if other_question is not None:
@@ -208,8 +224,8 @@ def foreign_run(run_dir: str | Path, problems: Sequence[Problem], config: Search
         reasons.append(f"{problem.label} is another question ({_short(then)!r} then, {_short(problem.question)!r} now)")
     if not_here:
         ids = sorted(not_here, key=str)
-        reasons.append(f"{len(ids)} problem(s) this run does not have (ids {_short(', '.join(map(str, ids)))}; "
-                       f"this run has {len(problems)})")
+        reasons.append(f"its finished {answers_name} holds {len(ids)} problem(s) this run does not have "
+                       f"(ids {_short(', '.join(map(str, ids)))}; this run has {len(problems)})")
     if setting_changes:
         changes = list(setting_changes)
         more = f" and {len(changes) - 4} more" if len(changes) > 5 else ""
@@ -287,8 +303,11 @@ class RunWriter:
                 raise RunDirError(why)
         self.trees.mkdir(parents=True, exist_ok=True)
         if not enabled:
-            for path in checkpoint_files(self.trees):
-                path.unlink()
+            # the earlier run is replaced as asked: its final files would describe another run than
+            # the checkpoints beside them, so they go with the checkpoints
+            finals = [self.run_dir / name for name in (self.answers_name, *SUMMARY_FILES)]
+            for path in [*checkpoint_files(self.trees), *finals]:
+                path.unlink(missing_ok=True)
             self.start(self.problems)
             return list(self.problems)
         todo = []
@@ -313,28 +332,29 @@ class RunWriter:
             self.elapsed_before = max(self.elapsed_before, saved.get("run_elapsed", 0.0))
         self.resumed = len(self.entries)
         self.dropped = sum(len(names) for names in dropped.values())
-        if self.resumed or self.dropped:
+        mine = {f"q{p.id}.json" for p in self.problems}
+        beyond = sum(path.name not in mine for path in checkpoint_files(self.trees))
+        if self.resumed or self.dropped or beyond:
             said = f"{self.run_dir}: {self.resumed} of {len(self.problems)} problems taken from checkpoints"
             if dropped:
                 said += f", {self.dropped} dropped and searched again: " + "; ".join(
                     ", ".join(names[:5]) + (", …" if len(names) > 5 else "") + f" ({why})"
                     for why, names in dropped.items())
+            if beyond:
+                said += f"; {beyond} checkpoint(s) of problems beyond this run kept"
             self.progress.message(said)
         self.start(todo)
         return todo
 
     def start(self, todo: Sequence[Problem]) -> None:
-        """Work is about to start: final files of an earlier run no longer describe this one,
-        and temporary files of a write cut short (a killed run) are litter. The progress starts
-        at the problems already done."""
+        """Work is about to start: temporary files of a write cut short (a killed run) are litter.
+        An earlier run's final files stay until :meth:`finish` replaces them: they are a finished
+        run's, and an interruption must not lose them. The progress starts at the problems already done."""
         litter = [*self.trees.glob(".q*.json.*.tmp")]
         for name in (self.answers_name, *SUMMARY_FILES):
             litter += self.run_dir.glob(f".{glob.escape(name)}.*.tmp")
         for path in litter:
             path.unlink(missing_ok=True)
-        if todo:
-            for name in (self.answers_name, *SUMMARY_FILES):
-                (self.run_dir / name).unlink(missing_ok=True)
         self.progress.start(str(self.run_dir), len(self.problems), len(self.problems) - len(todo))
 
     def elapsed(self) -> float:
@@ -361,10 +381,8 @@ class RunWriter:
             stats.add(self.stats[problem.id])
         stats.time = self.elapsed()  # the run's wall time (over every invocation), not the sum over problems
         answers = [self.entries[p.id] for p in self.problems]
-        write_json(self.run_dir / self.answers_name, answers)
-        write_atomic(self.run_dir / "stats.log", stats.stats_log())
         installed = versions()
-        write_json(self.run_dir / "run.json", {
+        summary = {
             "ets_version": installed.get("ets"),
             "config": self.config.to_dict(),
             "stats": stats.to_dict(),
@@ -376,7 +394,11 @@ class RunWriter:
             "started_at": self.started_at.isoformat(),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             **(extra or {}),
-        })
+        }
+        # the three replace the earlier run's together: none is renamed until all are written
+        write_all({self.run_dir / self.answers_name: as_json(answers),
+                   self.run_dir / "stats.log": stats.stats_log(),
+                   self.run_dir / "run.json": as_json(summary)})
         return RunSummary(run_dir=self.run_dir, config=self.config, stats=stats, answers=answers, resumed=self.resumed,
                           dropped=self.dropped)
 
