@@ -6,16 +6,20 @@ matplotlib, the models) are imported only where used, so ``ets --help`` stays fa
 
 Errors: a subcommand raises :class:`CommandError` for anything the user must
 act on (bad input, a server that does not answer); it is printed as one line,
-``ets COMMAND: message``, with its exit status. Ctrl-C exits with 130. Any
-other exception is a bug: one line saying so, exit 1. ``--debug`` shows the
-traceback in every case.
+``ets COMMAND: message``, with its exit status. Ctrl-C exits with 130 and
+SIGTERM (``kill``) with 143, each with one line, from the first moment
+:func:`main` runs (a command may handle them itself, as ``ets run`` and ``ets
+serve`` do). Any other exception is a bug: one line saying so, exit 1.
+``--debug`` shows the traceback in every case.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
 
 # module path of every subcommand, in the order `ets --help` lists them
@@ -39,6 +43,15 @@ class CommandError(Exception):
         self.code = code
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt (a BaseException too, so
+    that no ``except Exception`` swallows it)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ets import __version__
 
@@ -58,8 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # SIGTERM's default ends the process without a word; only the main thread may handle signals,
+    # and a handler someone else installed (an embedding program's) stays theirs
+    ours = threading.current_thread() is threading.main_thread() \
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:  # the subcommands' modules load here: a Ctrl-C in these first moments is one line too
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except (KeyboardInterrupt, Terminated) as exc:
+        stopped = isinstance(exc, KeyboardInterrupt)
+        print(f"ets: {'interrupted' if stopped else 'terminated'}", file=sys.stderr)
+        return EXIT_INTERRUPTED if stopped else EXIT_TERMINATED
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -71,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        stopped = isinstance(exc, KeyboardInterrupt)
+        print(f"{prog}: {'interrupted' if stopped else 'terminated'}", file=sys.stderr)
+        return EXIT_INTERRUPTED if stopped else EXIT_TERMINATED
     except Exception as exc:
         if args.debug:
             raise

@@ -105,10 +105,19 @@ def _records_hub(name: str, split: str) -> Iterable[tuple[str, Any]]:
         yield f"{name}[{split}][{index}]", record
 
 
+def _exists(path_or_name: str) -> bool:
+    """Whether a local file or folder is there; a path the system cannot even look up (a name over
+    255 bytes, a path too long) is refused naming it."""
+    try:
+        return Path(path_or_name).exists()
+    except OSError as exc:
+        raise DatasetError(f"dataset {path_or_name}: {exc.strerror}") from None
+
+
 def resolve(path_or_name: str) -> Path | None:
     """A local path, or the file of a built-in set (gsm8k, math500, ...); None if neither."""
     path = Path(path_or_name)
-    if path.exists():
+    if _exists(path_or_name):
         return path
     if path_or_name.lower() in models.BUILTIN_DATASETS:
         return models.builtin_dataset_path(path_or_name)
@@ -137,7 +146,7 @@ _SLICE_RE = re.compile(r"^(?P<name>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)(?::(?P<
 def split_slice(path_or_name: str) -> tuple[str, slice | None]:
     """``asdiv[10::20]`` -> (``asdiv``, slice(10, None, 20)): a dataset and the problems of it to take."""
     m = _SLICE_RE.match(path_or_name)
-    if not m or Path(path_or_name).exists():
+    if not m or _exists(path_or_name):
         return path_or_name, None
     bound = lambda group: int(m.group(group)) if m.group(group) else None  # noqa: E731
     if bound("step") == 0:
@@ -151,24 +160,31 @@ def load_problems(path_or_name: str, num_samples: int | None = None, split: str 
     ``NAME[start:stop:step]`` takes a Python slice of the dataset (``asdiv[10::20]``: every 20th
     problem from the 10th); problems keep their ids in the whole dataset, and ``num_samples``
     counts within the slice."""
+    asked = path_or_name
     path_or_name, selected = split_slice(path_or_name)
     path = resolve(path_or_name)
+    # DATA.JSONL is a .jsonl file: suffixes are compared as the file systems of Windows and macOS do
+    suffix = (path or Path(path_or_name)).suffix.lower()
     if path is None:
-        if Path(path_or_name).suffix in {".jsonl", ".json", ".parquet"}:
+        if suffix in {".jsonl", ".json", ".parquet"}:
             raise DatasetError(f"dataset file not found: {path_or_name}")
         records = _records_hub(path_or_name, split)
     elif path.is_dir():
         raise DatasetError(f"{path}: is a directory; expected a .jsonl, .json or .parquet file")
-    elif path.suffix == ".jsonl":
+    elif suffix == ".jsonl":
         records = _records_jsonl(path)
-    elif path.suffix == ".json":
+    elif suffix == ".json":
         records = _records_json(path)
-    elif path.suffix == ".parquet":
+    elif suffix == ".parquet":
         records = _records_parquet(path)
     else:
         raise DatasetError(f"{path}: unknown dataset format {path.suffix!r}; expected .jsonl, .json or .parquet")
     if selected is not None:
-        records = [(where, record, index) for index, (where, record) in enumerate(records)][selected]
+        records = [(where, record, index) for index, (where, record) in enumerate(records)]
+        size, records = len(records), records[selected]
+        if not records:  # the slice is what to fix, not the file behind a built-in set's name
+            raise DatasetError(f"{asked}: the slice selects no problems; {path_or_name} has {size} "
+                               f"(ids 0 to {size - 1})" if size else f"{asked}: {path_or_name} has no problems")
     else:
         records = ((where, record, index) for index, (where, record) in enumerate(records))
     problems = []

@@ -5,7 +5,8 @@ the config, the dataset, the server URLs, prompts that cannot fit ``max_tokens``
 (by a word count, a lower bound on any tokenizer's count), and each run
 directory (writable, and not another run's). Exit status: 2 for input refused
 before any work, 1 for a failure during the run (the message says how many
-problems are checkpointed), 130 for Ctrl-C.
+problems are checkpointed), 130 for Ctrl-C, 143 for SIGTERM (``kill``), in
+set-up as during the run.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ets.backends.base import BackendError
-from ets.backends.factory import BackendSpec, build_backends, default_prompt_format
-from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
+from ets.backends.factory import BackendSpec, build_backends, default_prompt_format, needs_embedder
+from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError, Terminated
 from ets.config import ConfigError, SearchConfig, builtin_policy_defaults, load_yaml
 from ets.datasets import DatasetError, Problem, load_problems
 from ets.distributed import run_problems_ray
@@ -30,6 +34,14 @@ from ets.runner import RunDirError, check_writable, checkpoint_files, foreign_ru
 from ets.search import SearchError, prompt_overflow, prompt_text
 
 # The HTTP backends (ets.backends.http, which loads httpx) are imported only by runs against model servers.
+
+# The widest run taken: 16 times the reference's widest (256). ETS's diversity term compares every pair
+# of a step's candidates (about 300 MB and 10 s a problem at 4096, scripted), which grows with the
+# square of the width: a width far beyond this would fill memory before anything is searched.
+MAX_WIDTH = 4096
+NAME_MAX = 255  # bytes in one name of a path (a file or a folder): the limit of Linux and macOS file systems
+# a Hugging Face model id (NAME or OWNER/NAME), which sentence-transformers fetches; anything else is a folder
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def register(subparsers) -> None:
@@ -116,7 +128,8 @@ def defaults_line(config: SearchConfig, defaults: dict) -> str:
 def output_location(args: argparse.Namespace, config: SearchConfig) -> tuple[Path, str]:
     if args.output_path:
         path = Path(args.output_path)
-        if path.is_dir() or path.suffix != ".json":  # a directory: the run directory itself
+        # answers.JSON is a file name too: suffixes are compared as the file systems of Windows and macOS do
+        if path.is_dir() or path.suffix.lower() != ".json":  # a directory: the run directory itself
             return path, "answers.json"
         return path.parent, path.name
     if config.store_path:
@@ -136,6 +149,16 @@ def check_flags(args: argparse.Namespace, widths: list[int]) -> None:
     for w in widths:
         if w < 1:
             raise ConfigError(f"--width: every width must be >= 1, got {w}")
+        if w > MAX_WIDTH:
+            raise ConfigError(f"width {w}: at most {MAX_WIDTH} (16 times the reference's widest, 256): ETS's diversity "
+                              "term compares every pair of a step's candidates, about 300 MB a problem at 4096 and "
+                              "four times that at each doubling")
+    if args.ray_workers is not None:
+        if args.ray is None:  # refused before Ray starts: it would otherwise be ignored without a word
+            raise ConfigError("--ray_workers: only a --ray run has workers; add --ray (a local cluster) "
+                              "or drop --ray_workers")
+        if args.ray_workers < 1:
+            raise ConfigError(f"--ray_workers: must be >= 1, got {args.ray_workers}")
     if args.num_samples is not None and args.num_samples < 1:
         raise ConfigError(f"--num_samples: must be >= 1, got {args.num_samples}")
     if args.request_timeout is not None:
@@ -156,6 +179,42 @@ def check_flags(args: argparse.Namespace, widths: list[int]) -> None:
                 split_hosts(hosts)
             except ValueError as exc:
                 raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _abbreviated(name: str) -> str:
+    return name if len(name) <= 40 else f"{name[:20]}…{name[-8:]} ({len(os.fsencode(name))} bytes)"
+
+
+def check_path_names(given: list[tuple[str, object]]) -> None:
+    """A path with a name longer than a file system takes is refused naming it (the file system's
+    own error, ENAMETOOLONG, would come from wherever the path is first looked at)."""
+    for flag, value in given:
+        if not isinstance(value, str):
+            continue
+        if any(len(os.fsencode(part)) > NAME_MAX for part in Path(value).parts):
+            shown = "/".join(_abbreviated(part) for part in value.split("/"))
+            raise ConfigError(f"{flag} {shown}: a name in it is longer than the {NAME_MAX} bytes a file system "
+                              "takes for one; shorten it")
+
+
+def check_embed_model(config: SearchConfig, given: bool) -> None:
+    """An embedder folder that is not there is refused before any model loads (sentence-transformers
+    would take it for a Hugging Face id and fail only then). Checked when the run uses the embedder,
+    or the flag names it."""
+    name = config.embed_model
+    if not name or not (given or needs_embedder(config)):
+        return
+    flag = "--embed_model" if given else "embed_model"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ConfigError(f"{flag} {name}: a file; expected a sentence-transformers model folder "
+                          "or a Hugging Face id such as sentence-transformers/all-MiniLM-L6-v2")
+    if HUB_ID.fullmatch(name):
+        return  # a model on the hub: whether it exists is known only when it loads
+    raise ConfigError(f"{flag} {name}: no such folder; expected a sentence-transformers model folder "
+                      "or a Hugging Face id such as sentence-transformers/all-MiniLM-L6-v2")
 
 
 def check_budgets(problems, config: SearchConfig) -> None:
@@ -202,9 +261,14 @@ class RunPlan:
 def plan_runs(args: argparse.Namespace) -> RunPlan:
     """The config, the dataset, the prompts' budgets, the backends' flags and each run directory,
     checked; raises ConfigError, DatasetError or RunDirError."""
+    check_path_names([("--input_path", args.input_path), ("--output_path", args.output_path),
+                      ("--config", args.config), ("--reward_model", args.reward_model)])
     config, model_defaults = resolve_config(args)
     widths = args.width or [config.width]
     check_flags(args, widths)
+    check_path_names([("store_path", config.store_path), ("embed_model", config.embed_model),
+                      ("policy_model", config.policy_model)])
+    check_embed_model(config, given=args.embed_model is not None)
     output_dir, answers_name = output_location(args, config)
     problems = load_problems(args.input_path, args.num_samples)
     check_budgets(problems, config)
@@ -231,20 +295,42 @@ def run_on_ray(plan: RunPlan, address: str | None, num_workers: int | None, prog
         report_run(summary, plan.answers_name)
 
 
-async def run_in_process(plan: RunPlan, progress: Progress) -> None:
-    try:  # `kill PID` (SIGTERM) stops the run as Ctrl-C does: searches in flight cancelled, checkpoints whole
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
-    except (NotImplementedError, AttributeError):  # no such signal handling on this platform
-        pass
-    backends = build_backends(plan.spec, plan.config, log=progress.message)
+def cancel_on_sigterm(task: asyncio.Task) -> Callable[[], None]:
+    """`kill PID` (SIGTERM) stops the run as Ctrl-C does under asyncio.run: the first cancels ``task``
+    (searches in flight cancelled, checkpoints whole) when the event loop next has control; a second,
+    for a loop held up by work that does not yield (a model loading), raises Terminated at once.
+    Returns what puts the earlier handler back."""
+    loop, received = asyncio.get_running_loop(), []
+
+    def on_sigterm(signum, frame) -> None:
+        received.append(signum)
+        if len(received) == 1 and not task.done():
+            task.cancel()
+            loop.call_soon_threadsafe(lambda: None)  # wake the loop if it waits in select()
+            return
+        raise Terminated()
+
     try:
-        await backends.start()  # servers that do not answer, or serve another model, stop the run here
-        for width, run_dir in plan.runs:
-            summary = await run_problems(plan.problems, plan.config.replace(width=width), backends, run_dir,
-                                         answers_name=plan.answers_name, resume=plan.resume, progress=progress)
-            report_run(summary, plan.answers_name)  # the run's bar is closed by now: these lines go below it
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+async def run_in_process(plan: RunPlan, progress: Progress) -> None:
+    restore = cancel_on_sigterm(asyncio.current_task())
+    try:
+        backends = build_backends(plan.spec, plan.config, log=progress.message)
+        try:
+            await backends.start()  # servers that do not answer, or serve another model, stop the run here
+            for width, run_dir in plan.runs:
+                summary = await run_problems(plan.problems, plan.config.replace(width=width), backends, run_dir,
+                                             answers_name=plan.answers_name, resume=plan.resume, progress=progress)
+                report_run(summary, plan.answers_name)  # the run's bar is closed by now: these lines go below it
+        finally:
+            await backends.aclose()
     finally:
-        await backends.aclose()
+        restore()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -254,6 +340,9 @@ def main(args: argparse.Namespace) -> int:
         plan = plan_runs(args)
     except (ConfigError, DatasetError, RunDirError) as exc:
         raise CommandError(str(exc), 2) from exc
+    except OSError as exc:  # a path the checks above did not foresee (too long, unreadable, ...): name it
+        raise CommandError(f"{exc.filename or 'a path of the run'}: {exc.strerror or exc}; "
+                           "check --input_path, --output_path and --config", 2) from exc
     if plan.model_defaults:
         log(defaults_line(plan.config, plan.model_defaults))
     if args.scripted:
@@ -264,7 +353,7 @@ def main(args: argparse.Namespace) -> int:
             run_on_ray(plan, None if args.ray == "local" else args.ray, args.ray_workers, progress)
         else:
             asyncio.run(run_in_process(plan, progress))
-    except (KeyboardInterrupt, asyncio.CancelledError) as exc:  # Ctrl-C, SIGTERM: searches in flight cancelled
+    except (KeyboardInterrupt, asyncio.CancelledError, Terminated) as exc:  # Ctrl-C, SIGTERM: searches cancelled
         saved = checkpointed(runs, args.overwrite) or "; no problem had finished: run the same command to start again"
         if isinstance(exc, KeyboardInterrupt):
             raise CommandError(f"interrupted{saved}", EXIT_INTERRUPTED) from exc
