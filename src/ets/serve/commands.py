@@ -8,22 +8,36 @@ CPU model is served (``llamacpp`` for the policy, ``ets`` for the PRM).
 ``--dry-run`` prints the command instead of running it. Arguments after ``--``
 go to the engine unchanged. The server binds 127.0.0.1 unless ``--host`` says
 otherwise; ``--gpu`` sets ``CUDA_VISIBLE_DEVICES``.
+
+It says ``ready`` only when the process it started answers: the port must be
+free before the engine starts, the engine must still run when the answer comes,
+and our PRM server's ``/health`` must say back the token it was started with.
+A start that fails is one line: exit 2 for what was asked wrong (a port out of
+range or in use, a host that is not this machine's, a model file that is not
+there), 1 for a server that fails or does not answer in ``--wait`` seconds;
+130 for Ctrl-C and 143 for SIGTERM, which stop the engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
+import secrets
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Callable
 
 from ets.backends.llamacpp.weights import resolve_policy_model
+from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ets.models import BUILTIN_POLICIES
-from ets.serve.reward_server import PRM_MODES
+from ets.serve.reward_server import PRM_MODES, REASON_ENV, TOKEN_ENV, StartError, bind
 
 POLICY_ENGINES = ("llamacpp", "vllm", "sglang")
 REWARD_ENGINES = ("ets", "sglang", "vllm")
@@ -84,7 +98,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     if args.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     if engine in ("vllm", "sglang") and not model:
-        raise SystemExit(f"ets serve {role} --engine {engine} needs --model (a Hugging Face id or a local path)")
+        raise CommandError(f"{role} --engine {engine} needs --model (a Hugging Face id or a local path)", 2)
     if engine == "vllm":
         cmd = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                "--host", args.host, "--port", str(args.port)]
@@ -145,24 +159,41 @@ def url_for(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float, path: str = "/v1/models") -> None:
-    """Poll ``url + path`` until it answers 200; raise when the process exits or time runs out."""
+def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float, path: str = "/v1/models",
+               ours: Callable[[object], bool] | None = None) -> None:
+    """Poll ``url + path`` until it answers 200, while ``proc`` runs; raise when the process exits or time
+    runs out. ``ours(answer)``: whether a 200 comes from the server started (another one may hold the port)."""
     import httpx
+
+    def exited() -> RuntimeError:
+        return RuntimeError(f"the server exited with code {proc.returncode} before answering at {url}")
 
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode} before answering at {url}")
+            raise exited()
         try:
             r = httpx.get(url + path, timeout=2.0, trust_env=False)
-            if r.status_code == 200:
+            if r.status_code == 200 and (ours is None or ours(r)):
+                if proc is not None and proc.poll() is not None:  # the answer was another process's
+                    raise exited()
                 return
-            last = f"HTTP {r.status_code}"
+            last = f"HTTP {r.status_code}" if r.status_code != 200 else "another server answered"
         except httpx.HTTPError as exc:
             last = type(exc).__name__
         time.sleep(0.25)
     raise TimeoutError(f"the server did not answer at {url}{path} within {timeout:g}s ({last})")
+
+
+def says_token(token: str) -> Callable[[object], bool]:
+    """Whether a /health answer says back ``token``: our PRM server, the one started, answers."""
+    def ours(response) -> bool:
+        try:
+            return response.json().get("token") == token
+        except (ValueError, AttributeError):
+            return False
+    return ours
 
 
 ENGINE_MODULES = {
@@ -185,33 +216,71 @@ def missing_engine(engine: str) -> str | None:
     return None if found else f"{name} is not installed in {sys.executable}: {hint}"
 
 
+def check_request(args: argparse.Namespace) -> None:
+    """What can be refused before the engine starts, as CommandError (exit 2; 1 for an engine not installed)."""
+    if not 1 <= args.port <= 65535:
+        raise CommandError(f"--port {args.port}: a port is a number from 1 to 65535", 2)
+    if not (math.isfinite(args.wait) and args.wait > 0):
+        raise CommandError(f"--wait {args.wait}: expected a number of seconds > 0", 2)
+    model = args.model
+    if args.engine in ("ets", "llamacpp") and model and model not in BUILTIN_POLICIES and not Path(model).is_file():
+        raise CommandError(f"--model {model}: no such file; expected a GGUF file or a built-in policy "
+                           f"({', '.join(BUILTIN_POLICIES)})", 2)
+    problem = missing_engine(args.engine)
+    if problem:
+        raise CommandError(problem, 1)
+    try:  # the port free and the host this machine's: otherwise another server could answer the readiness check
+        bind(args.host, args.port).close()
+    except StartError as exc:
+        raise CommandError(str(exc), exc.code) from None
+
+
 def run(args: argparse.Namespace) -> int:
     cmd, env = build_command(args)
     if args.dry_run:
         print(format_command(cmd, env))
         return 0
-    problem = missing_engine(args.engine)
-    if problem:
-        print(f"ets serve: {problem}", file=sys.stderr)
-        return 1
+    check_request(args)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"ets serve: warning: binding {args.host}: the server is reachable from other machines",
               file=sys.stderr)
     url = url_for(args.host, args.port)
+    ours = None
+    if args.engine == "ets":  # our server says back a token only this command knows
+        token = secrets.token_hex(16)
+        env_run = {**env, TOKEN_ENV: token}
+        ours = says_token(token)
+    else:
+        env_run = env
+    fd, reason_path = tempfile.mkstemp(prefix="ets-serve-reason.")
+    os.close(fd)
+    reason = Path(reason_path)
+    try:
+        return _supervise(args, cmd, env, {**os.environ, **env_run, REASON_ENV: reason_path}, url, ours, reason)
+    finally:
+        reason.unlink(missing_ok=True)
+
+
+def _supervise(args, cmd, env, full_env, url, ours, reason: Path) -> int:
     print(f"ets serve: starting {args.role} server: {format_command(cmd, env)}", file=sys.stderr, flush=True)
     # the engine's output goes to stderr: stdout carries the URL only, for scripts
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=sys.stderr.fileno())
+    proc = subprocess.Popen(cmd, env=full_env, stdout=sys.stderr.fileno())
 
-    stopping: list[float] = []  # when SIGTERM / SIGINT arrived
+    received: list[int] = []  # SIGTERM / SIGINT: the user stops the server
+    asked: list[float] = []  # when the engine was asked to stop
 
-    def on_signal(signum, frame):
-        # no waiting here: the main thread may be inside proc.wait(); just pass the signal on
-        if not stopping:
-            stopping.append(time.monotonic())
+    def stop() -> None:
+        if not asked:
+            asked.append(time.monotonic())
         try:
             proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+    def on_signal(signum, frame):
+        # no waiting here: the main thread may be inside proc.wait(); just pass the signal on
+        received.append(signum)
+        stop()
 
     def finish(grace: float = 15.0) -> int:
         """Wait for the engine to exit; after ``grace`` seconds of a stop request, kill it."""
@@ -219,26 +288,39 @@ def run(args: argparse.Namespace) -> int:
             try:
                 return proc.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
-                if stopping and time.monotonic() - stopping[0] > grace:
+                if asked and time.monotonic() - asked[0] > grace:
                     proc.kill()
+
+    def stopped() -> int:
+        return EXIT_INTERRUPTED if received[0] == signal.SIGINT else EXIT_TERMINATED
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            wait_ready(url, proc, args.wait, ready_path(args.engine))
+            wait_ready(url, proc, args.wait, ready_path(args.engine), ours=ours)
         except (RuntimeError, TimeoutError) as exc:
-            if not stopping:
-                print(f"ets serve: {exc}", file=sys.stderr)
-                on_signal(signal.SIGTERM, None)
-            finish()
-            return 143 if stopping else 1
+            if received:
+                finish()
+                return stopped()
+            stop()  # a failure, not a stop the user asked for: the exit status says which
+            code = finish()
+            said = reason.read_text(encoding="utf-8", errors="replace").strip() if reason.exists() else ""
+            if said:  # our server said why it could not start: that line, not its exit code
+                raise CommandError(said, 2 if code == 2 else 1) from None
+            more = "; its output is above" if isinstance(exc, RuntimeError) else ""
+            raise CommandError(f"{args.role} server ({args.engine}): {exc}{more}", 1) from None
         print(f"ets serve: {args.role} server ({args.engine}) ready at {url}", file=sys.stderr, flush=True)
         print(url, flush=True)
         code = finish()
-        return 143 if stopping else code
+        if received:
+            return stopped()
+        if code != 0:
+            raise CommandError(f"{args.role} server ({args.engine}) at {url} exited with code {code}; "
+                               "its output is above", 1)
+        return 0
     finally:
         if proc.poll() is None:
-            on_signal(signal.SIGTERM, None)
+            stop()
             finish(grace=5.0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
