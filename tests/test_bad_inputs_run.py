@@ -292,3 +292,13 @@ def test_a_second_sigterm_stops_a_loop_held_by_work_that_does_not_yield():
     out = subprocess.run([sys.executable, "-c", SIGTERM_IN_A_BUSY_LOOP], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "terminated at once", out.stderr
     assert time.monotonic() - started < 10
+
+
+def test_the_library_refuses_zero_ray_workers_before_ray_starts(monkeypatch, tmp_path):
+    from ets.backends.factory import BackendSpec
+    from ets.distributed import run_problems_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # importing or starting Ray would fail differently
+    with pytest.raises(ValueError, match=r"num_workers must be >= 1, got 0"):
+        run_problems_ray(load_problems(GSM8K), ets.SearchConfig(), BackendSpec(scripted=True), tmp_path, num_workers=0)
+    assert not any(tmp_path.iterdir())

@@ -214,6 +214,8 @@ def run_problems_ray(
     backends (default :func:`ets.backends.factory.build_backends`); it is
     pickled to the workers, so a test or a library user can plug in others.
     """
+    if num_workers is not None and num_workers < 1:  # before Ray starts: nothing to start it for
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     if address is None and "ray" not in sys.modules:
         # a local cluster is for this machine only: Ray's servers bind 127.0.0.1, not every interface
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
@@ -248,8 +250,6 @@ def _spawn_workers(ray, num_workers: int | None, num_problems: int, spec: Backen
                    backend_factory: Callable[[BackendSpec, SearchConfig], Backends] | None) -> list[_Worker]:
     """The worker actors: ``num_workers`` (default: the cluster's CPUs), never more than there are problems."""
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    if num_workers is not None and num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     wanted = num_workers if num_workers is not None else max(1, int(cpus))
     count = max(1, min(wanted, num_problems))
     # one CPU each when they fit; otherwise share, so asking for more workers than CPUs never hangs
