@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,40 @@ def test_a_slice_of_a_dataset_keeps_the_problems_ids(tmp_path):
     assert [p.id for p in load_problems(f"{path}[-3:]", num_samples=2)] == [7, 8]
     with pytest.raises(DatasetError, match="slice step must be at least 1"):
         load_problems(f"{path}[::0]")
+
+
+def test_a_sweep_over_a_key_runs_each_value_in_its_own_directory(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["run", "--input_path", str(GSM8K), "--output_path", str(out), "--num_samples", "2", "--scripted",
+                 "--sweep", "lambdas=0,1.5", "--width", "2", "4", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    dirs = sorted(p.name for p in out.iterdir())
+    assert dirs == ["lambdas=0,width=2", "lambdas=0,width=4", "lambdas=1.5,width=2", "lambdas=1.5,width=4"]
+    for name in dirs:
+        config = json.loads((out / name / "run.json").read_text())["config"]
+        lambdas, width = (part.split("=")[1] for part in name.split(","))
+        assert (config["lambdas"], config["width"]) == (float(lambdas), int(width))
+        assert len(json.loads((out / name / "answers.json").read_text())) == 2
+    # the same command again resumes every run; one value alone writes OUTPUT/KEY=V
+    assert main(["run", "--input_path", str(GSM8K), "--output_path", str(out), "--num_samples", "2", "--scripted",
+                 "--sweep", "lambdas=0,1.5", "--width", "2", "4", "--quiet"]) == 0
+    assert main(["run", "--input_path", str(GSM8K), "--output_path", str(tmp_path / "one"), "--num_samples", "1",
+                 "--scripted", "--sweep", "lambdac=2", "--quiet"]) == 0
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["lambdac=2"]
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("width=2,4", r"--sweep width: not a key a sweep can vary \(use --width"),
+    ("policy_model=a,b", r"--sweep policy_model: not a key a sweep can vary"),
+    ("lambdac=1,-1", r"--sweep lambdac: lambdac: must be >= 0.0, got -1"),
+    ("lambdac=1,1", r"a value is given twice"),
+    ("lambdac", r"expected KEY=V1,V2"),
+    ("lambdac=1,", r"expected KEY=V1,V2"),
+    ("lamdac=1,2", r"unknown key 'lamdac'; did you mean 'lambdac'"),
+])
+def test_a_bad_sweep_is_refused_before_any_work(tmp_path, capsys, sweep, message):
+    code = main(["run", "--input_path", str(GSM8K), "--output_path", str(tmp_path / "s"), "--scripted",
+                 "--sweep", sweep])
+    assert code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "s").exists()

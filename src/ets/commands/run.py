@@ -1,4 +1,4 @@
-"""``ets run``: search a dataset for one or several widths and write the run files.
+"""``ets run``: search a dataset for one or several widths (or values of a key) and write the run files.
 
 Everything that can be checked without a model is checked before any loads:
 the config, the dataset, the server URLs, prompts that cannot fit ``max_tokens``
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ets.backends.base import BackendError
-from ets.backends.factory import BackendSpec, build_backends, default_prompt_format, needs_embedder
+from ets.backends.factory import BackendSpec, build_backends, default_prompt_format, needs_embedder, needs_embedder
 from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError, Terminated
 from ets.config import ConfigError, SearchConfig, builtin_policy_defaults, load_yaml
 from ets.datasets import DatasetError, Problem, load_problems
@@ -56,6 +56,9 @@ def register(subparsers) -> None:
     p.add_argument("--output_path", help="where answers.json goes (its directory holds the run); default: STORE_PATH/answers.json")
     p.add_argument("--parameter_path", "--config", dest="config", help="YAML file of hyperparameters (the reference's keys)")
     p.add_argument("--width", type=int, nargs="+", help="one width, or several to sweep (each in OUTPUT_DIR/width_W/)")
+    p.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                   help="run once for each value of a config key, e.g. --sweep lambdac=0.5,1,2,4 (each in "
+                        "OUTPUT_DIR/KEY=V/; with several widths OUTPUT_DIR/KEY=V,width=W/)")
     p.add_argument("--select_method", help="softmax_costmodel (ETS), softmax (REBASE), beam_search, dvts, best_of_n")
     p.add_argument("--prompt_format", help="prompt format (default: the policy_model_type's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -235,7 +238,7 @@ def check_budgets(problems, config: SearchConfig) -> None:
             raise ConfigError(why)
 
 
-def checkpointed(runs: list[tuple[int, Path]], overwrite: bool) -> str:
+def checkpointed(runs: list[tuple[SearchConfig, Path]], overwrite: bool) -> str:
     """How many problems are checkpointed and how to resume ('' when none is): the end of a stopped run's line."""
     saved = sum(len(checkpoint_files(run_dir / "trees")) for _, run_dir in runs)
     if not saved:
@@ -252,7 +255,7 @@ class RunPlan:
     config: SearchConfig
     problems: list[Problem]
     spec: BackendSpec
-    runs: list[tuple[int, Path]]  # (width, run directory), in the order they run
+    runs: list[tuple[SearchConfig, Path]]  # (the run's config, its directory), in the order they run
     answers_name: str
     resume: bool
     model_defaults: dict  # the built-in policy's defaults the config took (resolve_config)
@@ -273,23 +276,65 @@ def plan_runs(args: argparse.Namespace) -> RunPlan:
     problems = load_problems(args.input_path, args.num_samples)
     check_budgets(problems, config)
     spec = BackendSpec.from_args(args)
-    runs = list(zip(widths, sweep_dirs(output_dir, widths)))
+    runs = planned_runs(config, widths, parse_sweep(args.sweep, config), output_dir)
     dataset = Path(args.input_path)
-    for width, run_dir in runs:
+    for run_config, run_dir in runs:
         if dataset.is_file() and dataset.resolve() == (run_dir / answers_name).resolve():
             raise RunDirError(f"--output_path {run_dir / answers_name} is the dataset itself; choose another")
         if not args.overwrite:
-            why = foreign_run(run_dir, problems, config.replace(width=width), answers_name)
+            why = foreign_run(run_dir, problems, run_config, answers_name)
             if why:
                 raise RunDirError(why)
         check_writable(run_dir, answers_name)
     return RunPlan(config, problems, spec, runs, answers_name, resume=not args.overwrite, model_defaults=model_defaults)
 
 
+# keys a --sweep cannot vary: the backends are built once for all the runs, and width has --width
+UNSWEPT_KEYS = ("width", "store_path", "policy_model", "policy_weights", "reward_model_type", "embed_model",
+                "prompt_format", "policy_model_type")
+
+
+def parse_sweep(text: str | None, config: SearchConfig) -> tuple[str, list[tuple[str, object]]] | None:
+    """``--sweep KEY=V1,V2``: the key and its values, each as written and as read (YAML, as --set reads it),
+    each checked as a value of the config."""
+    if text is None:
+        return None
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    written = [v.strip() for v in values.split(",")]
+    if not sep or not key or not all(written):
+        raise ConfigError(f"--sweep {text!r}: expected KEY=V1,V2,... such as lambdac=0.5,1,2,4")
+    if key in UNSWEPT_KEYS:
+        hint = "use --width W1 W2 ..." if key == "width" else "the models are built once for every run: one run each"
+        raise ConfigError(f"--sweep {key}: not a key a sweep can vary ({hint})")
+    if len(set(written)) != len(written):
+        raise ConfigError(f"--sweep {text!r}: a value is given twice")
+    read = [load_yaml(v, f"--sweep {key}={v}") for v in written]
+    for value in read:
+        SearchConfig.from_dict({**config.to_dict(), key: value}, source=f"--sweep {key}")
+    return key, list(zip(written, read))
+
+
+def planned_runs(config: SearchConfig, widths: list[int], sweep, output_dir: Path) -> list[tuple[SearchConfig, Path]]:
+    """Each run's config and directory: a run per width (``width_W/`` when several), times a run per swept
+    value (``KEY=V/``, or ``KEY=V,width=W/`` with several widths)."""
+    if sweep is None:
+        return [(config.replace(width=w), d) for w, d in zip(widths, sweep_dirs(output_dir, widths))]
+    key, values = sweep
+    return [(config.replace(width=w, **{key: value}),
+             output_dir / (f"{key}={written}" + (f",width={w}" if len(widths) > 1 else "")))
+            for written, value in values for w in widths]
+
+
+def backend_config(plan: RunPlan) -> SearchConfig:
+    """The config the backends are built from: a run's that needs the embedder, if any does (a lambdas sweep)."""
+    return next((c for c, _ in plan.runs if needs_embedder(c)), plan.config)
+
+
 def run_on_ray(plan: RunPlan, address: str | None, num_workers: int | None, progress: Progress) -> None:
     """Each Ray worker builds its own backends from the spec; the driver loads no model."""
-    for width, run_dir in plan.runs:
-        summary = run_problems_ray(plan.problems, plan.config.replace(width=width), plan.spec, run_dir,
+    for run_config, run_dir in plan.runs:
+        summary = run_problems_ray(plan.problems, run_config, plan.spec, run_dir,
                                    address=address, num_workers=num_workers, answers_name=plan.answers_name,
                                    resume=plan.resume, progress=progress)
         report_run(summary, plan.answers_name)
@@ -320,11 +365,11 @@ def cancel_on_sigterm(task: asyncio.Task) -> Callable[[], None]:
 async def run_in_process(plan: RunPlan, progress: Progress) -> None:
     restore = cancel_on_sigterm(asyncio.current_task())
     try:
-        backends = build_backends(plan.spec, plan.config, log=progress.message)
+        backends = build_backends(plan.spec, backend_config(plan), log=progress.message)
         try:
             await backends.start()  # servers that do not answer, or serve another model, stop the run here
-            for width, run_dir in plan.runs:
-                summary = await run_problems(plan.problems, plan.config.replace(width=width), backends, run_dir,
+            for run_config, run_dir in plan.runs:
+                summary = await run_problems(plan.problems, run_config, backends, run_dir,
                                              answers_name=plan.answers_name, resume=plan.resume, progress=progress)
                 report_run(summary, plan.answers_name)  # the run's bar is closed by now: these lines go below it
         finally:
