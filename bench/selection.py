@@ -16,6 +16,16 @@ objectives compared ("tie": several optimal keep-sets, of which the default pick
 rule, docs/ets-solver.md; "lost": an objective below CBC's).
 
     .venv/bin/python bench/selection.py [--repeat 3] [--searches 5] [--small 300]
+
+``--per-call``: the search-shaped calls at widths 64 and 256 (``--widths``) with the diversity
+term, both regimes, ``--searches`` searches each; per call the fastest of ``--repeat`` runs of
+each solver, the solvers interleaved and their order rotated. Per width: the median, 90th
+percentile and worst per-call ratio of the default's time to highs-milp's and to CBC's (the five
+calls of the worst ratios to highs-milp are timed again, 3 x ``--repeat`` more, and the worst of
+them printed after), beside the same ratio of highs-milp to a second timing of itself (what noise
+alone gives), and how many calls the default handed to HiGHS.
+
+    .venv/bin/python bench/selection.py --per-call [--repeat 5] [--searches 5] [--widths 64 256] [--no-cbc]
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import shlex
 import statistics
 import sys
 import time
@@ -30,11 +42,13 @@ from pathlib import Path
 
 from ets import Tree
 from ets.selection import SelectionParams, allocate
+from ets.selection import ets as ets_module
 from ets.selection.ets import SOLVERS, build_problem
 
 DATA = Path(__file__).parents[1] / "tests" / "data"
 SOLVER_NAMES = ("highs", "highs-milp", "cbc")
 TIE = 1e-9  # objectives this close are equal
+RETIMED = 5  # --per-call: the calls of the worst ratios to the MILP, timed again
 
 
 def load_search_trees():
@@ -105,10 +119,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="calls per case and solver (the fastest counts)")
     parser.add_argument("--searches", type=int, default=5, help="scripted searches per width and regime")
     parser.add_argument("--small", type=int, default=300, help="small trees built like the golden ones")
+    parser.add_argument("--per-call", action="store_true", help="per-call time ratios only (see above)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 256], help="widths of --per-call")
+    parser.add_argument("--no-cbc", action="store_true", help="--per-call without CBC (for many searches)")
     args = parser.parse_args()
     trees = load_search_trees()
     golden = golden_calls()
     allocate("softmax_costmodel", *golden[0][:3], {**golden[0][3], "ilp_solver": "highs-milp"}, golden[0][4])  # imports
+    if args.per_call:
+        per_call(trees, args)
+        return
     started = time.perf_counter()
     print(f"ETS selection, whole allocate() call with the parameters as a dict; per call the fastest of {args.repeat}; "
           "times in ms")
@@ -134,6 +154,63 @@ def main() -> None:
     failures += check("small golden-like trees", median, worse)
     print(f"default >= 10x faster than CBC and no slower than highs-milp (medians), objective never below CBC's: "
           f"{'yes' if not failures else 'NO: ' + '; '.join(failures)}  ({time.perf_counter() - started:.0f} s)")
+
+
+def per_call(trees, args):
+    """Per width, the per-call ratios of the default's time to highs-milp's and CBC's (see the module's text)."""
+    import numpy as np
+
+    print(f"command: {shlex.join([os.path.relpath(sys.executable), *sys.argv])}")
+    print(f"ETS selection with the diversity term (lambdas 1.45), whole allocate() call, per call the fastest of "
+          f"{args.repeat}; ratios of per-call times ('again': the worst of the {RETIMED} worst calls timed again)")
+    print(f"{'width':>5s} {'calls':>5s}  {'default/highs-milp':>27s}  {'highs-milp/itself':>20s}  "
+          f"{'default/cbc':>20s}  {'to HiGHS':>8s}")
+    print(f"{'':>5s} {'':>5s}  {'median    p90  worst  again':>27s}  {'median    p90  worst':>20s}  "
+          f"{'median    p90  worst':>20s}")
+    fallbacks = []
+    milp = ets_module.solve_highs_milp  # the default's fallback looks it up in the module: count its calls there
+
+    def counted(*a, **k):
+        fallbacks.append(1)
+        return milp(*a, **k)
+
+    ets_module.solve_highs_milp = counted
+    # "highs-milp" twice: the ratio between its two timings of one call is what noise alone gives
+    runs = ("highs", "highs-milp", "highs-milp") + (() if args.no_cbc else ("cbc",))
+    params = {"lambdac": 1.0, "lambdas": 1.45, "softmax_temperature": 0.2}
+    for width in args.widths:
+        calls = [call for regime in trees.REGIMES for q in range(args.searches)
+                 for call in trees.search_calls(width, regime, question=f"q{q}")]
+        times = np.full((len(calls), len(runs)), np.inf)
+        fallbacks.clear()
+        for c, call in enumerate(calls):
+            for r in range(args.repeat):
+                for j in np.roll(np.arange(len(runs)), r):  # each solver first in turn
+                    solver_params = {**params, "ilp_solver": runs[j]}
+                    start = time.perf_counter()
+                    allocate("softmax_costmodel", call.tree, call.candidates, call.remaining, solver_params, call.embedder)
+                    times[c, j] = min(times[c, j], time.perf_counter() - start)
+        handed = len(fallbacks) // args.repeat
+        ratio = times[:, 0] / times[:, 1]
+        # a worst ratio may be a moment of load: the worst calls run again, more often
+        worst = np.argsort(-ratio)[:RETIMED]
+        for c in worst:
+            call = calls[c]
+            for r in range(3 * args.repeat):
+                for j in (0, 1) if r % 2 else (1, 0):
+                    start = time.perf_counter()
+                    allocate("softmax_costmodel", call.tree, call.candidates, call.remaining,
+                             {**params, "ilp_solver": runs[j]}, call.embedder)
+                    times[c, j] = min(times[c, j], time.perf_counter() - start)
+        retimed = (times[worst, 0] / times[worst, 1]).max()
+
+        def cell(ratio):
+            return f"{np.median(ratio):6.3f} {np.quantile(ratio, 0.9):6.3f} {ratio.max():6.3f}"
+
+        cbc = f"{'-':>20s}" if args.no_cbc else cell(times[:, 0] / times[:, 3])
+        print(f"{width:5d} {len(calls):5d}  {cell(ratio)} {retimed:6.3f}  {cell(times[:, 1] / times[:, 2])}  {cbc}  "
+              f"{handed:8d}", flush=True)
+    ets_module.solve_highs_milp = milp
 
 
 def check(label, median, worse):

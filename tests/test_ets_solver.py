@@ -2,7 +2,9 @@
 
 Its optimum is checked against CBC (the reference's solver) on search-shaped trees and the
 golden cases, against every keep-set on small trees (where the tie rule is checked too), and
-its parts (the clustering, the parameter check) against what they replace."""
+its parts (the clustering, the parameter check) against what they replace. Its effort: the
+covering program's pruning drops no optimum, also where the Lagrangian bound does not close,
+and past its cap the program goes to HiGHS with the same optimum."""
 
 import json
 from pathlib import Path
@@ -65,6 +67,10 @@ def small_tree(rng):
     return Tree.from_nodes(nodes), frontier
 
 
+def keep_solver_of(problem):
+    return KeepSolver(problem.shape, problem.outcome + problem.node_weight, problem.labels, problem.cluster_weight)
+
+
 class GroupEmbedder:
     def __init__(self, vectors):
         self.vectors = vectors
@@ -95,8 +101,7 @@ def test_tie_rule_and_optimum_against_every_keep_set(direct_cover, monkeypatch):
         expected, optima = largest_optimum(problem)
         assert solve_by_dynamic_program(problem).tolist() == expected.tolist()
         if problem.labels is not None:
-            solver = KeepSolver(problem.shape, problem.outcome + problem.node_weight, problem.labels,
-                                problem.cluster_weight)
+            solver = keep_solver_of(problem)
             first = solver.evaluate(np.zeros(solver.count), widest=True)
             assert solver.solve().tolist() == expected.tolist()
             covering += solver.contested > 0
@@ -118,8 +123,7 @@ def test_objective_equals_cbcs_on_search_trees(width):
         ours = solve_by_dynamic_program(problem)
         assert problem.value(ours) == pytest.approx(problem.value(solve_cbc(problem)), abs=1e-9)
         if problem.labels is not None and problem.num_clusters < problem.num_candidates:
-            solver = KeepSolver(problem.shape, problem.outcome + problem.node_weight, problem.labels,
-                                problem.cluster_weight)
+            solver = keep_solver_of(problem)
             assert solver.solve().tolist() == ours.tolist()
             covering += solver.contested > 0
             settling += solver.evaluate(np.zeros(solver.count), widest=True).slack.sum() > DIRECT_COVER
@@ -197,3 +201,94 @@ def test_parameter_dicts_are_checked_once_and_still_refused():
             SelectionParams.from_mapping({"lambdaz": 1.0})
     with pytest.raises(ValueError, match="lambdac"):
         SelectionParams.from_mapping({"lambdac": True})  # equal to 1 as a dict key, but not a number
+
+
+def small_problems(rng, count):
+    """Random small programs with clusters of several members (as in the tie-rule test)."""
+    out = []
+    while len(out) < count:
+        tree, candidates = small_tree(rng)
+        if not 3 <= len(candidates) <= 10:
+            continue
+        groups = int(rng.integers(1, max(2, len(candidates) // 2)))
+        vectors = {tree[c].step: np.eye(groups)[int(rng.integers(groups))] + 1e-4 * rng.random(groups) for c in candidates}
+        params = SelectionParams(softmax_temperature=float(rng.choice([0.2, 0.5, 1.0])),
+                                 lambdac=float(rng.choice([0.5, 1.0, 2.0])), lambdas=float(rng.choice([1.0, 1.45, 3.0])))
+        problem = build_problem(tree, candidates, int(rng.choice([4, 8, 16, 64])), params, GroupEmbedder(vectors))
+        if problem.labels is not None and problem.num_clusters < problem.num_candidates:
+            out.append(problem)
+    return out
+
+
+def test_optimum_where_the_bound_does_not_close(monkeypatch):
+    """Where no multipliers close the Lagrangian bound (the settled bound stays above the optimum),
+    the covering program still returns the tie rule's pick among the optima (enumerated): it
+    prunes against a keep-set met on the way, not against the bound. DIRECT_COVER 0 sends every
+    such call through the multipliers first, UNBOUNDED_COVER 0 has the covering program prune
+    however few clusters are contested."""
+    monkeypatch.setattr(keep_solver, "DIRECT_COVER", 0)
+    monkeypatch.setattr(keep_solver, "UNBOUNDED_COVER", 0)
+    rng = np.random.default_rng(5)
+    gaps = 0
+    for problem in small_problems(rng, 1000):
+        expected, _ = largest_optimum(problem)
+        solver = keep_solver_of(problem)
+        first = solver.evaluate(np.zeros(solver.count), widest=True)
+        if first.certified or solver.settle(first).bound <= problem.value(expected) + 1e-9:
+            continue
+        solver = keep_solver_of(problem)
+        assert solver.solve().tolist() == expected.tolist()
+        gaps += solver.contested > 0
+    assert gaps >= 10
+
+
+def test_covering_program_bound_drops_no_optimum(monkeypatch):
+    """The covering program drops states that cannot reach its floor; with nothing dropped
+    (PRUNE_MARGIN infinite) it gives the same keep-sets, ties included, on search-shaped calls
+    (UNBOUNDED_COVER 0: pruning however few clusters are contested)."""
+    monkeypatch.setattr(keep_solver, "UNBOUNDED_COVER", 0)
+    calls = [call for regime in search_trees.REGIMES for call in search_trees.search_calls(64, regime)]
+    compared = fewer = 0
+    for call in calls:
+        problem = build_problem(call.tree, call.candidates, call.remaining, DIVERSITY, call.embedder)
+        if problem.labels is None:
+            continue
+        pruned = keep_solver_of(problem)
+        keep = pruned.solve()
+        if not pruned.contested:
+            continue
+        with monkeypatch.context() as patched:
+            patched.setattr(keep_solver, "PRUNE_MARGIN", np.inf)
+            full = keep_solver_of(problem)
+            assert full.solve().tolist() == keep.tolist()
+        compared += 1
+        fewer += pruned.combinations < full.combinations
+    assert compared >= 5 and fewer >= 1
+
+
+def test_effort_cap_hands_the_program_to_highs(monkeypatch):
+    """Past COMBINATIONS_PER_NODE the program goes to HiGHS (ets.solve_highs_milp) and the
+    answer does not change: the same optimum, and where the optimum is unique (enumerated) the
+    same keep-set; search-shaped calls keep their objective."""
+    from ets.selection import ets as ets_module
+
+    handed = []
+    milp = ets_module.solve_highs_milp
+    monkeypatch.setattr(ets_module, "solve_highs_milp", lambda problem: handed.append(1) or milp(problem))
+    problems = small_problems(np.random.default_rng(9), 400)
+    problems += [build_problem(call.tree, call.candidates, call.remaining, DIVERSITY, call.embedder)
+                 for call in search_trees.search_calls(64, "clusters")]
+    uncapped = [solve_by_dynamic_program(problem) for problem in problems]
+    assert not handed
+    monkeypatch.setattr(keep_solver, "COMBINATIONS_PER_NODE", 0)
+    unique = searched = 0
+    for problem, before in zip(problems, uncapped):
+        calls_before = len(handed)
+        keep = solve_by_dynamic_program(problem)
+        assert problem.value(keep) == pytest.approx(problem.value(before), abs=1e-9)
+        if problem.num_candidates > 10:
+            searched += len(handed) > calls_before
+        elif largest_optimum(problem)[1] == 1:
+            assert keep.tolist() == before.tolist()
+            unique += len(handed) > calls_before
+    assert len(handed) >= 20 and unique >= 10 and searched >= 2

@@ -12,8 +12,9 @@ with ``c = -lambdac / (M + N)`` and ``b = lambdas / K``. The constraints make
 ``y_j`` = "some candidate below j is kept", so the program is a choice of a
 subtree plus a bonus per cluster covered. The default (``ilp_solver: highs``)
 solves it exactly in-process (:mod:`ets.selection.keep_solver`: a dynamic
-program over the tree, Lagrangian bounds for the clusters, branch and bound
-where they leave a gap) and breaks ties between optimal keep-sets by a stated
+program over the tree, Lagrangian bounds for the clusters, a second dynamic
+program over the clusters they leave open, pruned by those bounds; HiGHS past
+a cap on its effort) and breaks ties between optimal keep-sets by a stated
 rule (docs/ets-solver.md). The same program goes to HiGHS as a MILP
 (``highs-milp``) or, as the reference does, to CBC through PuLP (``cbc``).
 """
@@ -182,7 +183,8 @@ def build_problem(tree: Tree, candidates: list[int], remaining: int, params: Sel
 
 def solve_by_dynamic_program(problem: KeepProblem) -> np.ndarray:
     """The keep-set by the dynamic programs of :mod:`ets.selection.keep_solver`; HiGHS as a MILP
-    only where the clusters contested grow past that module's limits."""
+    only where the clusters contested grow past that module's limits. The MILP starts cold: a
+    start from the best keep-set found made HiGHS no faster (it spends its time proving)."""
     base = problem.outcome + problem.node_weight
     if problem.labels is None:
         return best_subtree(problem.shape, base).keep

@@ -22,6 +22,11 @@ keeping each candidate, which one pass down the tree gives for all of them.
 Where that leaves only ties between members of clusters to be kept once, the
 best-ranked member of each is the answer (:meth:`KeepSolver.designated`
 checks it); otherwise the covering program decides the clusters still open.
+It keeps several states only on the nodes with a contested member below, and
+drops a state as soon as the Lagrangian bound on every keep-set it can end in
+falls below a keep-set already met: the multipliers mostly close the bound up
+to ties, so little beyond the optima survives. Past ``COMBINATIONS_PER_NODE``
+pairs of states the caller hands the program to HiGHS.
 
 Ties (docs/ets-solver.md): of the keep-sets of the highest value (within
 ``TIE_TOLERANCE``), the solver returns the one that keeps the better-ranked
@@ -45,15 +50,25 @@ DIRECT_COVER = 4
 # Passes over the offending clusters, and Newton steps along one multiplier, when settling them.
 SWEEPS = 2
 LINE_STEPS = 4
-# The covering program's limits: contested clusters, and pairs of states it may combine (beyond them
-# the caller asks HiGHS; never reached on the benches and tests).
+# The covering program's limits, beyond which the caller asks HiGHS: contested clusters (its states are
+# sets of them), and pairs of states it may combine per node of the tree. At ~0.35 us a pair the cap
+# is ~20 us a node, while HiGHS took 16-270 us a node on the programs that need the covering program:
+# a call that hits it costs at most about twice the MILP, not the seconds an unchecked program could
+# take. The most on 6,300 search calls at widths 64 and 256 was 55 a node (docs/ets-solver.md).
 MAX_CONTESTED = 10
-MAX_COMBINATIONS = 2_000_000
+COMBINATIONS_PER_NODE = 64
+# The covering program's pruning: states within PRUNE_MARGIN of the floor are kept (the bounds are sums
+# in another order); none is pruned where UNBOUNDED_COVER clusters or fewer are contested (16 states a
+# node at most: the bound costs more than it saves), nor within a node's fold before it holds more
+# than PRUNE_FROM states.
+PRUNE_MARGIN = 1e-9
+UNBOUNDED_COVER = 4
+PRUNE_FROM = 4
 _NO_RANK = np.iinfo(np.int64).max
 
 
 class OverBudget(RuntimeError):
-    """The covering program would grow past MAX_CONTESTED or MAX_COMBINATIONS."""
+    """The covering program would grow past MAX_CONTESTED or COMBINATIONS_PER_NODE."""
 
 
 @dataclass
@@ -124,6 +139,7 @@ class Subtree:
     node_value: np.ndarray  # each node's best subtree value, given it is used
     swap: np.ndarray  # what using each node adds to its parent's best (0 if the parent's choice has it)
     chosen: list  # per level: is each node in its parent's choice
+    in_choice: np.ndarray  # the same, for every node (the top: True)
 
     @property
     def ancestors_used(self) -> int:
@@ -170,7 +186,7 @@ def best_subtree(shape: TreeShape, leaf: np.ndarray, lean: bool = False) -> Subt
         # using a node not chosen adds its value, less the best child it displaces where nothing was worth keeping
         swap[ids] = np.where(chosen, 0.0, values - np.where(none_worth, widest[group], 0.0))
     used = chosen_all[shape.path].all(axis=1)
-    return Subtree(float(value[top]), used[:n], used, value, swap, chosen_levels)
+    return Subtree(float(value[top]), used[:n], used, value, swap, chosen_levels, chosen_all)
 
 
 @dataclass
@@ -184,6 +200,7 @@ class Relaxation:
     multipliers: np.ndarray
     kept: np.ndarray  # kept members per cluster
     leaf: np.ndarray  # the leaf values of its dynamic program
+    widest: bool  # its dynamic program kept subtrees worth exactly nothing
 
 
 class KeepSolver:
@@ -197,6 +214,9 @@ class KeepSolver:
         self.count = int(labels.max()) + 1
         self.multiplied = np.bincount(labels, minlength=self.count) >= 2  # clusters that couple candidates
         self.contested = 0  # clusters the covering program decided (0: not needed)
+        self.combinations = 0  # pairs of states the covering program combined
+        self.budget = COMBINATIONS_PER_NODE * (shape.top + 1)
+        self.known: list[np.ndarray] = []  # keep-sets met on the way, for the covering program's floor
 
     @cached_property
     def members(self) -> list[np.ndarray]:
@@ -245,6 +265,7 @@ class KeepSolver:
         bonus += np.where(free, multipliers, 0.0)[labels]
         subtree = best_subtree(self.shape, self.base + bonus)
         keep = subtree.keep
+        self.known.append(keep)
         if self.value(keep, subtree.ancestors_used) < relaxation.bound - TIE_TOLERANCE:
             return None
         best_kept = np.full(self.count, _NO_RANK)
@@ -264,7 +285,7 @@ class KeepSolver:
         kept = np.bincount(labels[subtree.keep], minlength=self.count)
         slack = self.multiplied & (((kept == 0) & (multipliers < b)) | ((kept >= 2) & (multipliers > 0)))
         certified = self.value(subtree.keep, subtree.ancestors_used) >= bound - TIE_TOLERANCE
-        return Relaxation(bound, subtree, certified, slack, multipliers, kept, leaf)
+        return Relaxation(bound, subtree, certified, slack, multipliers, kept, leaf, widest)
 
     def settle(self, start: Relaxation) -> Relaxation:
         """Lower the bound by moving the offending clusters' multipliers: all at once to where each
@@ -354,15 +375,25 @@ class KeepSolver:
         """The largest optimum, by the covering program over the clusters the multipliers leave
         unsettled; the others keep their multipliers. A keep-set that settles those too (its
         value reaches the covering program's) is the largest optimum, as for any relaxation;
-        otherwise the unsettled ones join the contested."""
+        otherwise the unsettled ones join the contested. The best keep-set met so far gives the
+        covering program its floor."""
         b, labels, multipliers = self.bonus, self.labels, relaxation.multipliers
         contested = contested.copy()
+        relaxed = relaxation.subtree if relaxation.widest else best_subtree(self.shape, relaxation.leaf)
+        outside = None
         while True:
             if contested.sum() > MAX_CONTESTED:
                 raise OverBudget(f"{int(contested.sum())} clusters contested in the ETS keep-program")
             free = self.multiplied & ~contested
-            bound, keep = self.covering_program(self.base + np.where(free, multipliers, np.where(self.multiplied, 0.0, b))[labels],
-                                                contested)
+            leaf = self.base + np.where(free, multipliers, np.where(self.multiplied, 0.0, b))[labels]
+            floor = -np.inf  # nothing pruned
+            if contested.sum() > UNBOUNDED_COVER:
+                outside = self.outside(relaxed) if outside is None else outside
+                floor = max(float(leaf[keep].sum()) + self.shape.cost * self.shape.ancestors_used(keep)
+                            + b * int(contested[np.unique(labels[keep])].sum())
+                            for keep in [relaxation.subtree.keep, *self.known])
+            bound, keep = self.covering_program(leaf, contested, multipliers, floor, relaxed,
+                                                np.zeros(self.shape.top + 1) if outside is None else outside)
             bound += float((b - multipliers)[free].sum())
             if self.value(keep, self.shape.ancestors_used(keep)) >= bound - TIE_TOLERANCE:
                 self.contested = int(contested.sum())
@@ -371,41 +402,116 @@ class KeepSolver:
             unsettled = free & (((kept == 0) & (multipliers < b)) | ((kept >= 2) & (multipliers > 0)))
             contested |= unsettled if unsettled.any() else free
 
-    def covering_program(self, leaf: np.ndarray, contested: np.ndarray) -> tuple[float, np.ndarray]:
+    def outside(self, relaxed: Subtree) -> np.ndarray:
+        """For every node, the best value the rest of the tree adds to it in the relaxed program,
+        given the node is used: its ancestors' weights and their other children worth keeping."""
+        outside = np.zeros(self.shape.top + 1)
+        for level in reversed(self.shape.levels):
+            worth = np.maximum(relaxed.node_value[level.ids], 0.0)
+            siblings = np.add.reduceat(worth, level.starts)
+            outside[level.ids] = (outside[level.parents] + level.weight + siblings)[level.group] - worth
+        return outside
+
+    def covering_program(self, leaf: np.ndarray, contested: np.ndarray, multipliers: np.ndarray, floor: float,
+                         relaxed: Subtree, outside: np.ndarray) -> tuple[float, np.ndarray]:
         """Max of ``sum_i leaf_i x_i + c * (ancestors used) + b * (contested clusters covered)``,
-        and the largest keep-set of that value. Each node holds, per set of contested clusters
-        covered below it, the best (value, keep-set) given the node is used; a keep-set is an
-        integer with a bit per candidate, the better-ranked higher, so that the larger integer is
-        the larger keep-set and the union of disjoint ones is their bitwise or."""
-        shape, n = self.shape, self.shape.num_candidates
-        bit = {int(k): 1 << t for t, k in enumerate(np.flatnonzero(contested))}
-        states: list[dict] = [{} for _ in range(shape.top + 1)]
-        for i in range(n):
-            states[i] = {bit.get(int(self.labels[i]), 0): (float(leaf[i]), 1 << (n - 1 - int(shape.rank[i])))}
-        combinations = 0
+        and the largest keep-set of that value, given a keep-set of value ``floor`` (or -inf).
+        Each node holds, per set of contested clusters covered below it, the best (value,
+        keep-set) given the node is used; a keep-set is an integer with a bit per candidate, the
+        better-ranked higher, so that the larger integer is the larger keep-set and the union of
+        disjoint ones is their bitwise or.
+
+        Only the nodes with a contested member below them (the spine) hold several states: below
+        any other node the single state is the relaxed program's (``relaxed``: its multipliers
+        touch only contested members). A state is dropped as soon as a bound on every keep-set it
+        could end in falls below ``floor`` (none of them is then an optimum, nor tied with one):
+        the Lagrangian bound, each contested cluster's members earning ``multipliers``, the rest
+        of the tree at its best (``outside``, and the children not yet folded) and each cluster
+        not yet covered ``b`` less its multiplier."""
+        shape, n, top, b = self.shape, self.shape.num_candidates, self.shape.top, self.bonus
+        rank = shape.rank.tolist()
+        clusters = np.flatnonzero(contested)
+        bits = np.zeros(self.count, dtype=np.int64)
+        bits[clusters] = 1 << np.arange(len(clusters), dtype=np.int64)
+        member = bits[self.labels]
+        spine = np.zeros(top + 1, dtype=bool)
+        spine[shape.path[np.flatnonzero(member)]] = True
+        spine[top] = True
+        # off the spine (where no contested member is below, so the multipliers change nothing): each
+        # node's best value, and the candidates kept below the node highest off the spine (its root; a
+        # candidate is kept there if every node between is its parent's choice)
+        off = np.flatnonzero(member == 0)
+        paths = shape.path[off]
+        first_spine = np.argmax(spine[paths], axis=1)  # >= 1: a candidate off the spine is not on it
+        roots = paths[np.arange(len(off)), first_spine - 1]
+        through = np.logical_and.accumulate(relaxed.in_choice[paths], axis=1)
+        kept = (first_spine == 1) | through[np.arange(len(off)), np.maximum(first_spine - 2, 0)]
+        root_key: dict[int, int] = {}
+        for i, root in zip(off[kept].tolist(), roots[kept].tolist()):
+            root_key[root] = root_key.get(root, 0) | 1 << (n - 1 - rank[i])
+        node_value = relaxed.node_value
+        credit = (((np.arange(1 << len(clusters))[:, None] >> np.arange(len(clusters))) & 1)
+                  @ multipliers[clusters]).tolist()  # what a set of covered clusters earns in the bound
+        cut = floor - PRUNE_MARGIN - float((b - multipliers[clusters]).sum())  # on value + credit + what may come
+        states: dict[int, dict] = {}
+        for i in np.flatnonzero(member).tolist():
+            if leaf[i] + credit[member[i]] + outside[i] >= cut:
+                states[i] = {int(member[i]): (float(leaf[i]), 1 << (n - 1 - rank[i]))}
+        values, on_spine, outside = node_value.tolist(), spine.tolist(), outside.tolist()
         for level in shape.levels:
-            ends = [*level.starts[1:].tolist(), len(level.ids)]
-            for parent, begin, end in zip(level.parents.tolist(), level.starts.tolist(), ends):
+            groups = np.flatnonzero(spine[level.parents]).tolist()
+            if not groups:
+                continue
+            ids, parents = level.ids.tolist(), level.parents.tolist()
+            ends = [*level.starts[1:].tolist(), len(ids)]
+            for g, begin in zip(groups, level.starts[groups].tolist()):
+                parent = parents[g]
+                folded, gains = [], []  # the children's states, and what each can add at best
+                rest = None  # the children off the spine, each of one state, folded into one child of one state
+                for child in ids[begin:ends[g]]:
+                    if on_spine[child]:
+                        folded.append(states.pop(child, {}))  # a child missing cannot be used
+                        gains.append(max(values[child], 0.0))
+                        continue
+                    alone = (values[child], root_key[child])
+                    if rest is not None:
+                        extra = better(alone, (0.0, 0))
+                        alone = better(alone, (rest[0] + extra[0], rest[1] | extra[1]))
+                    rest = alone
+                if rest is not None:
+                    folded.append({0: rest})
+                    gains.append(max(rest[0], 0.0))
+                weight = shape.cost if parent != top else 0.0
+                least = cut - weight - outside[parent] - sum(gains)  # on value + credit, once every child is folded
                 used: dict = {}  # states with some child used
-                for child in level.ids[begin:end].tolist():
-                    alone = states[child]
+                for alone, gain in zip(folded, gains):
+                    least += gain
                     with_unused = dict(alone)
                     with_unused[0] = better(alone.get(0), (0.0, 0))
                     merged = dict(alone)
+                    pairs = list(with_unused.items())
                     for covered, (value, key) in used.items():
-                        for more, (extra, extra_key) in with_unused.items():
-                            union = covered | more
-                            merged[union] = better(merged.get(union), (value + extra, key | extra_key))
-                    combinations += len(used) * len(with_unused)
+                        for more, (extra, extra_key) in pairs:
+                            union, total = covered | more, value + extra
+                            old = merged.get(union)
+                            if old is None or total > old[0] + TIE_TOLERANCE:  # better(), inline: the hot loop
+                                merged[union] = (total, key | extra_key)
+                            elif total >= old[0] - TIE_TOLERANCE and key | extra_key > old[1]:
+                                merged[union] = (total, key | extra_key)
+                    self.combinations += len(used) * len(pairs)
+                    if self.combinations > self.budget:
+                        raise OverBudget("the covering program of the ETS keep-program grew too large")
                     used = merged
-                weight = shape.cost if parent != shape.top else 0.0
-                states[parent] = {covered: (weight + value, key) for covered, (value, key) in used.items()}
-            if combinations > MAX_COMBINATIONS:
-                raise OverBudget("the covering program of the ETS keep-program grew too large")
+                    if len(used) > PRUNE_FROM:
+                        used = {covered: state for covered, state in used.items() if state[0] + credit[covered] >= least}
+                states[parent] = {covered: (weight + value, key) for covered, (value, key) in used.items()
+                                  if value + credit[covered] >= least}
+                if not states[parent]:
+                    del states[parent]
         best = None
-        for covered, (value, key) in states[shape.top].items():
-            best = better(best, (value + self.bonus * bin(covered).count("1"), key))
-        return best[0], np.array([(best[1] >> (n - 1 - int(r))) & 1 for r in shape.rank], dtype=bool)
+        for covered, (value, key) in states.get(top, {}).items():
+            best = better(best, (value + b * bin(covered).count("1"), key))
+        return best[0], np.array([(best[1] >> (n - 1 - r)) & 1 for r in rank], dtype=bool)
 
 
 def better(first, second):
