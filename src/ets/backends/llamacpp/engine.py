@@ -191,8 +191,8 @@ class SlotEngine:
         protect = set(protect or ())
         best, best_key = None, None
         for sid, slot in enumerate(self.slots):
-            if sid in protect:
-                continue
+            # a protected (busy) slot is a source to copy a prefix from, never a slot to trim or clear: many
+            # prompts admitted at once (greedy's 16 problems) share the few-shot prefix the first evaluated
             n = _lcp(slot.tokens, tokens) if slot.tokens else 0
             # longest shared prefix; then the slot that loses least when trimmed; then the most recent
             key = (n, -(len(slot.tokens) - n), slot.last_used)
@@ -206,7 +206,7 @@ class SlotEngine:
         if reuse <= 0:
             target, reuse = self._lru(protect), 0
             self.clear(target)
-        elif len(src.tokens) - reuse <= 1 or best_lcp == len(src.tokens):
+        elif best not in protect and (len(src.tokens) - reuse <= 1 or best_lcp == len(src.tokens)):
             target = best  # nothing worth keeping would be lost: extend / trim in place
             self._truncate(target, reuse)
         else:
