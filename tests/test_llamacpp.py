@@ -187,6 +187,32 @@ def test_siblings_appending_the_same_token_share_one_batch_row():
         eng.close()
 
 
+def test_a_prompt_copies_its_prefix_from_a_busy_slot_and_leaves_it_whole():
+    """Prompts admitted together (greedy's problems) share their few-shot prefix: the second copies it from
+    the first's slot while that slot is busy (protected), which keeps its tokens, and gets the logits a
+    fresh evaluation gives."""
+    model = load_model(weights.builtin_policy_path("smollm2-135m", "f16"))
+    shared = "You solve problems step by step. Tom has 3 apples and buys 5 more."
+    first, second = (shared + ending for ending in (" How many apples?", " How many are left?"))
+    eng = SlotEngine(model, n_ctx=1024, n_slots=4, n_threads=2)
+    try:
+        busy, computed, reused, _ = eng.prepare(eng.tokenize(first))
+        assert reused == 0 and computed == len(eng.tokenize(first))
+        held = list(eng.slots[busy].tokens)
+        slot, computed, reused, logits = eng.prepare(eng.tokenize(second), protect={busy})
+        prefix = len(eng.tokenize(shared))
+        assert slot != busy and reused >= prefix - 1 and computed == len(eng.tokenize(second)) - reused
+        assert eng.slots[busy].tokens == held  # the busy slot is neither trimmed nor cleared
+        alone = SlotEngine(model, n_ctx=512, n_slots=1, n_threads=2)
+        try:
+            want = alone.prepare(eng.tokenize(second))[3]
+        finally:
+            alone.close()
+        assert int(np.argmax(logits)) == int(np.argmax(want)) and np.abs(logits - want).max() < 0.25
+    finally:
+        eng.close()
+
+
 def test_judge_scores_are_probabilities(judge):
     ctx = root()
     good = ctx.child("Tom has 3 + 5 = 8 apples.\n")
