@@ -97,6 +97,25 @@ def test_real_search_on_two_asdiv_problems(tmp_path, capsys):
     assert s["prompt_tokens_reused"] > s["prompt_tokens_computed"]
 
 
+def test_ets_run_with_one_seed_twice_gives_the_same_answers(tmp_path, capsys):
+    """Every expansion draws from its node's own stream (tests/test_independent_draws.py), never keyed by
+    when its request arrived: the same command twice writes the same answers.json."""
+    texts = []
+    for name in ("a", "b"):
+        out = tmp_path / name / "answers.json"
+        # one problem at a time: problems searched together share decoding batches as their timing falls,
+        # and llama.cpp's logits move with a batch's make-up, enough to flip a sampled token now and then
+        code = main(["run", "--input_path", "asdiv[0::20]", "--num_samples", "2", "--config", str(CPU_CONFIG),
+                     "--width", "4", "--set", "max_step_tokens=24", "--set", "max_tokens=560",
+                     "--set", "num_threads=1", "--set", "seed=7", "--output_path", str(out),
+                     "--embed_device", "cpu", "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        texts.append(out.read_bytes())
+    assert texts[0] == texts[1]
+    answers = json.loads(texts[0])
+    assert [a["id"] for a in answers] == [0, 20] and all(a["model_answer"] for a in answers)
+
+
 def test_the_larger_builtin_policy_solves_what_the_small_one_cannot(tmp_path, capsys):
     """Qwen2.5-Coder-0.5B by name (joined from its pieces), greedy, on the first two tuning problems:
     it solves both ("Seven red apples and two green apples": 9; the birds: 6), where SmolLM2-135M

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ets.backends.arithmetic import correct_arithmetic
-from ets.backends.base import Context, Embedder, Policy, Reward, SamplingParams, Step
+from ets.backends.base import Context, Embedder, Policy, Reward, SamplingParams, Step, draw_stream
 from ets.config import SearchConfig
 from ets.formats import get_format
 from ets.selection import allocate
@@ -111,7 +111,9 @@ async def search(
     async def expand(node_id: int, k: int) -> tuple[list[Step], list[float | None]]:
         node = tree[node_id]
         context = Context(question, prompt, node.steps)
-        steps = await policy.generate(context, k, params)
+        # each node its own draw: keyed by the text, two nodes on one path would get the same children
+        node_params = dataclasses.replace(params, stream=draw_stream(problem_id, node_id))
+        steps = await policy.generate(context, k, node_params)
         if len(steps) != k:
             raise SearchError(f"{where}, node {node_id}: the policy returned {len(steps)} samples, {k} were asked for")
         if config.calculator:

@@ -11,8 +11,9 @@ steps (:class:`Lifecycle`) it does not need.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +43,29 @@ class SamplingParams:
     max_tokens: int = 256  # per step (the reference's max_step_tokens)
     stop: tuple[str, ...] = ()  # the step delimiter(s) of the prompt format
     seed: int | None = None
+    # the random stream of this one expansion (draw_stream: the node's place in the search), so two
+    # nodes with the same text still sample independently; None (callers outside the search): the
+    # backend's own key (the text in process, seed + i over HTTP)
+    stream: int | None = None
+
+
+def draw_stream(problem_id: Any, node_id: int) -> int:
+    """The random stream of a node's expansion: a stable 64-bit hash of the problem and the node, never
+    of the node's text (two trajectories that agree so far must still be able to part) nor of when the
+    request arrives (a run's results do not depend on scheduling)."""
+    return _hash64("stream", repr(problem_id), str(node_id))
+
+
+def request_seed(seed: int, stream: int | None, index: int = 0) -> int:
+    """The seed a server gets for sample ``index`` of an expansion: ``seed + index`` without a stream, else a
+    31-bit hash of (seed, stream, index), which every server's seed field takes (llama.cpp's is 32-bit)."""
+    if stream is None:
+        return int(seed) + index
+    return _hash64("seed", str(int(seed)), str(stream), str(index)) & 0x7FFFFFFF
+
+
+def _hash64(*parts: str) -> int:
+    return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest(), "big")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ Request body (https://platform.openai.com/docs/api-reference/completions)::
     {"model": M, "prompt": TEXT, "n": k, "max_tokens": T, "temperature": t,
      "stop": [DELIM...], "logprobs": 1 (when n > 1), "seed": s?}
 
+``seed`` (only with a config seed) is a hash of the seed, the node's place in
+the search and the sample's index (``base.request_seed``): two nodes with the
+same text get different seeds, and a rerun the same ones.
+
 plus, per server family (read from ``owned_by`` in ``GET /v1/models``):
 vLLM ``"include_stop_str_in_output": true`` and SGLang ``"no_stop_trim": true``
 so the delimiter stays in the text. Where the server strips it and says which
@@ -29,7 +33,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ets.backends.base import BackendError, Context, Policy, SamplingParams, Step
+from ets.backends.base import BackendError, Context, Policy, SamplingParams, Step, request_seed
 from ets.backends.http.backend import HTTPBackend, served_model
 from ets.backends.http.transport import HostPool
 
@@ -155,7 +159,9 @@ class OpenAICompletionsPolicy(HTTPBackend, Policy):
             # llama-cpp-python answers one choice anyway, and its logprobs cost 4-5x the generation)
             body["logprobs"] = 1
         if params.seed is not None:
-            body["seed"] = int(params.seed) + seed_offset
+            # per node (params.stream) and sample: a server honouring the seed (vLLM) would otherwise give two
+            # nodes with the same text the same samples
+            body["seed"] = request_seed(params.seed, params.stream, seed_offset)
         if dialect == "vllm":
             body["include_stop_str_in_output"] = True
         elif dialect == "sglang":

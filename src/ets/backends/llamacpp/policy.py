@@ -16,6 +16,11 @@ A request for a node's text
    they are in one state, so one batch row serves them all, and they part at
    the first token their samples differ in (``SlotEngine.decode_next``).
 
+Every child draws from a random stream of its own, keyed by the run's seed,
+its node's place in the search (``SamplingParams.stream``) and its index,
+never by the text: two nodes with the same text get independent children.
+Children share a batch row only while their own draws agree.
+
 The children's slots keep their tokens afterwards, so expanding a child later
 finds its whole text in the cache but for its newest step's last token.
 
@@ -90,7 +95,10 @@ class _Request:
         self.params = params
         self.stops = tuple(s for s in params.stop if s)
         self.max_tokens = max(1, params.max_tokens)
-        self.key = [seed & 0xFFFFFFFF, zlib.crc32(text.encode("utf-8"))]
+        # the node's own stream (SamplingParams.stream): keyed by the text, two nodes on one path would
+        # draw the same children; the text only for callers outside the search, which give no stream
+        stream = zlib.crc32(text.encode("utf-8")) if params.stream is None else params.stream
+        self.key = [seed & 0xFFFFFFFF, stream]
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.base: int | None = None
         self.logits: np.ndarray | None = None
@@ -99,7 +107,8 @@ class _Request:
         self.results: list[Step | None] = [None] * n
 
     def rng(self, index: int) -> np.random.Generator:
-        # one generator per child: its samples do not depend on how children were scheduled
+        # one generator per child: its samples depend on its node and index, not on how children were
+        # scheduled nor on which other requests share its batch rows
         return np.random.default_rng(self.key + [index])
 
 
@@ -144,12 +153,16 @@ class LlamaCppPolicy(Policy):
         self.seed = seed
         self._cv = threading.Condition()
         self._pending: list[_Request] = []
+        self._held: list[_Request] = []  # generate's requests of this event-loop iteration (_release)
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def close(self) -> None:
         with self._cv:
             self._closed = True
+            for req in self._held:
+                req.future.set_exception(BackendError("the llama.cpp policy was closed", where=self.model_path))
+            self._held.clear()
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join()
@@ -166,20 +179,40 @@ class LlamaCppPolicy(Policy):
             return []
         if not self.share_prefix:
             return await asyncio.to_thread(self.generate_unshared, context.text, n, params)
-        return await asyncio.wrap_future(self.submit(context.text, n, params))
+        return await asyncio.wrap_future(self.submit(context.text, n, params, hold=True))
 
-    def submit(self, text: str, n: int, params: SamplingParams) -> concurrent.futures.Future:
-        """Queue a request for the scheduler thread; the future gives its ``n`` steps."""
+    def submit(self, text: str, n: int, params: SamplingParams, *, hold: bool = False) -> concurrent.futures.Future:
+        """Queue a request for the scheduler thread; the future gives its ``n`` steps.
+
+        ``hold`` (in an event loop): the request waits for the end of the loop's iteration, and goes to
+        the scheduler with every other request made in it. The search makes a round's requests in one
+        iteration; admitted as they trickle in, which requests share a decoding batch would depend on
+        thread timing, and llama.cpp's logits move with a batch's make-up (enough to flip a sampled token
+        now and then), so one problem's search would not give the same answers twice."""
         req = self._request(text, n, params)
         with self._cv:
             if self._closed:
                 raise BackendError("the llama.cpp policy is closed", where=self.model_path)
-            self._pending.append(req)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="ets-llamacpp-policy", daemon=True)
-                self._thread.start()
-            self._cv.notify_all()
+            if hold:
+                self._held.append(req)
+                asyncio.get_running_loop().call_soon(self._release)  # one a request: later ones find none held
+            else:
+                self._pending.append(req)
+                self._wake()
         return req.future
+
+    def _release(self) -> None:
+        with self._cv:
+            if self._held:
+                self._pending.extend(self._held)
+                self._held.clear()
+                self._wake()
+
+    def _wake(self) -> None:  # with self._cv held
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="ets-llamacpp-policy", daemon=True)
+            self._thread.start()
+        self._cv.notify_all()
 
     def _request(self, text: str, n: int, params: SamplingParams) -> _Request:
         return _Request(text, self.engine.tokenize(text), n, params, self.seed if params.seed is None else params.seed)
