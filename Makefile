@@ -9,7 +9,7 @@ DEMO := runs/demo
 # every 20th ASDiv problem from index 10: problems no setting was tuned on (docs/cpu-models.md)
 DEMO_DATA ?= asdiv[10::20]
 # make run: a handful of them, to show the product in minutes; make compare: the 50 that tell the gain from luck
-DEMO_PROBLEMS ?= 12
+DEMO_PROBLEMS ?= 20
 COMPARE_PROBLEMS ?= 50
 # the larger built-in policy, where search gains enough to show; configs/cpu_ets.yaml for SmolLM2-135M
 DEMO_CONFIG ?= configs/cpu_ets_qwen.yaml
