@@ -225,4 +225,7 @@ def check(label, median, worse):
 
 
 if __name__ == "__main__":
-    main()
+    from results import recorded  # bench/ is on the path of a bench run as a script
+
+    with recorded():
+        main()
