@@ -2,11 +2,12 @@
 on the built-in models (no config, no server), each timed on this machine.
 
     python bench/first_hour.py                 # make run and the plain ets run (the install already done)
-    python bench/first_hour.py --install       # and first a fresh clone's install, step by step (~7 min)
+    python bench/first_hour.py --install       # and first a fresh clone's install step by step, then its make test
 
 The install is timed in a fresh clone of the committed HEAD in a temporary folder, with an empty model
-cache and pip's wheel cache off, so nothing this checkout built or downloaded is reused. `make run` runs in
-this checkout (its runs/demo is removed first); the plain run writes into a temporary folder.
+cache and pip's wheel cache off, so nothing this checkout built or downloaded is reused; `make test` then
+runs in that clone, as CI runs it. `make run` runs in this checkout (its runs/demo is removed first); the
+plain run writes into a temporary folder.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ def install_steps(clone: Path) -> list[str]:
     return [line for line in listed.stdout.splitlines() if line.strip()]
 
 
-def time_install(env: dict) -> list[tuple[str, float]]:
+def fresh_clone(env: dict) -> tuple[list[tuple[str, float]], float]:
+    """A fresh clone's install, each step timed, then its `make test`: ([(step, seconds)], test seconds)."""
     with tempfile.TemporaryDirectory(prefix="ets-install-") as tmp:
         clone = Path(tmp) / "ets"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         env = {**env, "ETS_CACHE_DIR": str(Path(tmp) / "cache"), "PIP_NO_CACHE_DIR": "1"}
-        return [(step, timed(step, clone, env, shell=True)) for step in install_steps(clone)]
+        steps = [(step, timed(step, clone, env, shell=True)) for step in install_steps(clone)]
+        return steps, timed(["make", "test"], clone, env)
 
 
 # what each install step is, by a word of its command (the Makefile's install target)
@@ -64,14 +67,16 @@ def plain_run_finished(answers: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--install", action="store_true", help="also time a fresh clone's install, step by step")
+    ap.add_argument("--install", action="store_true",
+                    help="also time a fresh clone's install, step by step, and then its make test")
     args = ap.parse_args()
     env = dict(os.environ)
     rows: list[tuple[str, float]] = []
     if args.install:
-        steps = time_install(env)
+        steps, tests = fresh_clone(env)
         rows += [(f"install: {step_name(step)}", seconds) for step, seconds in steps if not step.startswith("touch")]
         rows.append(("install, in all", sum(seconds for _, seconds in steps)))
+        rows.append(("make test, after the install", tests))
     shutil.rmtree(ROOT / "runs" / "demo", ignore_errors=True)
     rows.append(("make run", timed(["make", "run"], ROOT, env)))
     with tempfile.TemporaryDirectory(prefix="ets-plain-") as tmp:
