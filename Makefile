@@ -57,7 +57,7 @@ run: $(STAMP)
 	@$(BIN)/ets view $(DEMO)/ets $(DEMO)/greedy --output $(DEMO)/trees.html > /dev/null
 	@echo
 	@echo "A demo: $(DEMO_PROBLEMS) problems show the machinery, not the gain (see how wide the intervals are)."
-	@echo "The evidence, on $(COMPARE_PROBLEMS) problems, and every bench: docs/results.md. Rerun it: make compare."
+	@echo "The evidence, on $(COMPARE_PROBLEMS) problems, and every bench: docs/results.md. Rerun it: make compare (about 6 minutes)."
 	@echo "The search trees of both runs, side by side (open in a browser): $(DEMO)/trees.html"
 
 # the comparison docs/results.md quotes: ETS and greedy on COMPARE_PROBLEMS held-out problems, paired
