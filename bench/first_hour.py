@@ -78,6 +78,7 @@ def main() -> None:
         rows.append(("install, in all", sum(seconds for _, seconds in steps)))
         rows.append(("make test, after the install", tests))
     shutil.rmtree(ROOT / "runs" / "demo", ignore_errors=True)
+    timed(["make", "install"], ROOT, env)  # not counted: a Makefile newer than the install re-checks it first
     rows.append(("make run", timed(["make", "run"], ROOT, env)))
     with tempfile.TemporaryDirectory(prefix="ets-plain-") as tmp:
         command = [str(ROOT / ".venv" / "bin" / PLAIN_RUN[0]), *PLAIN_RUN[1:], "--output_path", f"{tmp}/answers.json"]
