@@ -61,9 +61,10 @@ def _git(*args: str) -> str:
 
 
 def commit() -> str:
-    """The short commit, marked when tracked files differ from it (the figure is then of a changed tree)."""
+    """The short commit, marked when tracked files other than the results page differ from it (the figure is
+    then of a changed tree)."""
     head = _git("rev-parse", "--short", "HEAD") or "unknown"
-    changed = _git("status", "--porcelain", "--untracked-files=no")
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{PAGE.relative_to(ROOT)}")
     return f"{head} with uncommitted changes" if changed else head
 
 
@@ -97,16 +98,16 @@ def command(argv: list[str]) -> str:
     return relative(shlex.join(["python", str(shown), *argv[1:]]))
 
 
-def section(cmd: str, printed: str, when: dt.date | None = None) -> str:
+def section(cmd: str, printed: str, at_commit: str, when: dt.date | None = None) -> str:
     when = when or dt.date.today()
-    return (f"## `{cmd}`\n\ncommit `{commit()}`, {when.isoformat()}, {machine()}\n\n"
+    return (f"## `{cmd}`\n\ncommit `{at_commit}`, {when.isoformat()}, {machine()}\n\n"
             f"```text\n{relative(printed).rstrip()}\n```\n")
 
 
-def write_section(cmd: str, printed: str, page: Path = PAGE) -> Path:
+def write_section(cmd: str, printed: str, page: Path = PAGE, at_commit: str | None = None) -> Path:
     """Replace the section of ``cmd`` on ``page`` (or add it), leaving the others as they are."""
     text = page.read_text(encoding="utf-8") if page.exists() else HEADER
-    new = section(cmd, printed)
+    new = section(cmd, printed, at_commit or commit())
     heading = f"## `{cmd}`\n"
     sections = re.split(r"(?m)^(?=## `)", text)
     for i, old in enumerate(sections):
@@ -130,6 +131,7 @@ def recorded(page: Path = PAGE, enabled: bool = True) -> Iterator[None]:
         sys.argv.remove(NO_RECORD)
         enabled = False
     cmd = command(sys.argv)
+    measured = commit()  # the tree the bench starts on (commits made while it runs measured nothing)
     tee = _Tee(sys.stdout)
     sys.stdout = tee
     finished = False
@@ -142,5 +144,5 @@ def recorded(page: Path = PAGE, enabled: bool = True) -> Iterator[None]:
     finally:
         sys.stdout = tee.stream
         if finished and enabled and tee.buffer.getvalue().strip():
-            write_section(cmd, tee.buffer.getvalue(), page)
+            write_section(cmd, tee.buffer.getvalue(), page, measured)
             print(f"(written to {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page})", file=sys.stderr)
