@@ -268,6 +268,29 @@ def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == "ets: interrupted\n"
 
 
+def test_ctrl_c_while_ets_itself_loads_is_one_line(monkeypatch, capsys):
+    """The console script's guard (src/ets_launch.py): ets's modules load inside it, so a Ctrl-C during
+    `import ets` (numpy, the config: the first half second) is one line and exit 130, not a traceback."""
+    import builtins
+
+    import ets_launch
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "ets.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert ets_launch.main() == 130
+    assert capsys.readouterr().err == "ets: interrupted\n"
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    script = Path(sys.executable).with_name("ets")
+    if script.exists():  # the installed console script goes through the guard
+        assert "from ets_launch import main" in script.read_text()
+
+
 SIGTERM_IN_A_BUSY_LOOP = """
 import asyncio, os, signal, threading, time
 from ets.cli import main, Terminated
