@@ -15,9 +15,14 @@ import stat
 from pathlib import Path
 from typing import Any, Mapping
 
-# a temporary name is ".{name}.{random}.tmp"; a long name is cut so the temporary one still fits in
-# the file system's 255 bytes
+NAME_MAX = 255  # bytes in one name of a path (a file or a folder): the limit of ext4, xfs, btrfs, tmpfs and macOS
+# a temporary name is ".{name}.{random}.tmp"; a long name is cut so the temporary one still fits in NAME_MAX
 _TMP_NAME_CHARS = 200
+
+
+def overlong_part(path: str | os.PathLike) -> int | None:
+    """The index in ``Path(path).parts`` of the first name longer than NAME_MAX bytes; None when none is."""
+    return next((i for i, part in enumerate(Path(path).parts) if len(os.fsencode(part)) > NAME_MAX), None)
 
 
 def _temporary(path: Path) -> tuple[Path, int]:
@@ -85,5 +90,10 @@ def write_all(files: Mapping[str | os.PathLike, str | bytes]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def json_text(data: Any) -> str:
+    """A file's JSON text as ets writes it: indented, UTF-8 as it is, ending in a newline."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(path, json_text(data))

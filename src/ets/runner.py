@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 from ets.backends.base import Backends, Policy
 from ets.config import SearchConfig
 from ets.datasets import Problem
-from ets.files import write_all, write_atomic, write_json  # noqa: F401 (write_atomic: still ets.runner's name)
+from ets.files import json_text, write_all, write_json
 from ets.progress import Progress, as_progress
 from ets.search import SearchError, SearchResult, prompt_overflow, prompt_text, search
 from ets.stats import SearchStats
@@ -163,11 +163,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def as_json(data: Any) -> str:
-    """A run file's JSON text, as write_json writes it."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -396,9 +391,9 @@ class RunWriter:
             **(extra or {}),
         }
         # the three replace the earlier run's together: none is renamed until all are written
-        write_all({self.run_dir / self.answers_name: as_json(answers),
+        write_all({self.run_dir / self.answers_name: json_text(answers),
                    self.run_dir / "stats.log": stats.stats_log(),
-                   self.run_dir / "run.json": as_json(summary)})
+                   self.run_dir / "run.json": json_text(summary)})
         return RunSummary(run_dir=self.run_dir, config=self.config, stats=stats, answers=answers, resumed=self.resumed,
                           dropped=self.dropped)
 

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Callable
 
 from ets.backends.base import BackendError
-from ets.backends.factory import BackendSpec, build_backends, default_prompt_format, needs_embedder, needs_embedder
+from ets.backends.factory import BackendSpec, build_backends, default_prompt_format, needs_embedder
 from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError, Terminated
 from ets.config import ConfigError, SearchConfig, builtin_policy_defaults, load_yaml
 from ets.datasets import DatasetError, Problem, load_problems
 from ets.distributed import run_problems_ray
+from ets.files import NAME_MAX, overlong_part
 from ets.models import DEFAULT_POLICY
 from ets.progress import Progress, for_stream
 from ets.runner import RunDirError, check_writable, checkpoint_files, foreign_run, run_problems, sweep_dirs
@@ -39,7 +40,6 @@ from ets.search import SearchError, prompt_overflow, prompt_text
 # of a step's candidates (about 300 MB and 10 s a problem at 4096, scripted), which grows with the
 # square of the width: a width far beyond this would fill memory before anything is searched.
 MAX_WIDTH = 4096
-NAME_MAX = 255  # bytes in one name of a path (a file or a folder): the limit of Linux and macOS file systems
 # a Hugging Face model id (NAME or OWNER/NAME), which sentence-transformers fetches; anything else is a folder
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -194,7 +194,7 @@ def check_path_names(given: list[tuple[str, object]]) -> None:
     for flag, value in given:
         if not isinstance(value, str):
             continue
-        if any(len(os.fsencode(part)) > NAME_MAX for part in Path(value).parts):
+        if overlong_part(value) is not None:
             shown = "/".join(_abbreviated(part) for part in value.split("/"))
             raise ConfigError(f"{flag} {shown}: a name in it is longer than the {NAME_MAX} bytes a file system "
                               "takes for one; shorten it")

@@ -25,11 +25,11 @@ from ets.evaluate.answers import (
     score_flaw,
     validate_answers,
 )
+from ets.files import NAME_MAX, overlong_part
 from ets.stats import STATS_LOG_LABELS
 
 STATS_LOG = "stats.log"
 TREES = "trees"
-NAME_MAX = 255  # bytes in one file name, on the file systems ets runs on (ext4, xfs, btrfs, tmpfs)
 
 # stats.log line label, lower case (read case-insensitively) -> field
 STATS_LOG_KEYS = {label.lower(): name for name, label in STATS_LOG_LABELS.items()}
@@ -255,10 +255,9 @@ def os_error(exc: OSError, doing: str = "") -> tuple[str, int]:
     that cannot be (a name too long), 1 for a failure (a full disk, no permission)."""
     name = os.fsdecode(exc.filename) if exc.filename is not None else ""
     if exc.errno == errno.ENAMETOOLONG:
-        parts = Path(name).parts
-        for i, part in enumerate(parts):
-            if len(os.fsencode(part)) > NAME_MAX:  # named up to that part: the failing path may lie below it
-                return (f"{Path(*parts[:i + 1])}: a name {len(os.fsencode(part))} bytes long; the file system "
-                        f"allows {NAME_MAX}"), 2
+        parts, i = Path(name).parts, overlong_part(name)
+        if i is not None:  # named up to that part: the failing path may lie below it
+            return (f"{Path(*parts[:i + 1])}: a name {len(os.fsencode(parts[i]))} bytes long; the file system "
+                    f"allows {NAME_MAX}"), 2
         return f"{name}: the path is too long ({len(os.fsencode(name))} bytes)", 2
     return f"{doing + ' ' if doing else ''}{name}: {exc.strerror or exc}", 1
