@@ -11,6 +11,7 @@ each method to greedy on the same problems with a paired 95 % interval. It write
     python bench/methods.py                  # full: the CPU models on held-out ASDiv problems (~1 h on 2 cores)
     python bench/methods.py --quick          # seconds: the scripted toy world (the test suite runs this)
     python bench/methods.py --width 64 --set retire_empty_steps=false   # any config key, for every method
+    python bench/methods.py --methods rebase ets --width 16 --sweep lambdac=0.5,1,2,4   # ETS once per value
     python bench/methods.py --policy_host URL --reward_host URL --dataset math500 --config configs/reference/ets_16_math500.yaml
 
 Runs resume: a method whose run directory is complete is read back, not searched again.
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
-from ets.commands.run import parse_overrides  # noqa: E402
+from ets.commands.run import parse_overrides, parse_sweep  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
 from ets.evaluate import evaluate_settings  # noqa: E402
@@ -54,6 +55,8 @@ METHODS = {
     "dvts": {"select_method": "dvts"},
 }
 COST_FIELDS = ("kv_cache_size", "tokens_generated", "model_calls", "time")
+# the methods a --sweep varies (the others ignore the ETS keys a sweep is for: lambdac, lambdas)
+SWEPT_METHODS = ("ets", "ets_no_diversity")
 
 
 @dataclass
@@ -88,13 +91,22 @@ def quick_dataset(path: Path, problems: int) -> str:
     return str(path)
 
 
-async def run_method(name: str, width: int, problems, base: SearchConfig, backends, out: Path, model_type: str) -> Row:
-    changes = {"width": width, **METHODS[name]}
-    config = base.replace(**changes)
-    run_dir = out / f"{name}_w{config.width}"
+async def run_method(name: str, width: int, problems, base: SearchConfig, backends, out: Path, model_type: str,
+                     swept: tuple[str, str, object] | None = None) -> Row:
+    """One method at one width; ``swept`` (key, value as written, value as read) varies one config key. A
+    swept value equal to the base config's shares the unswept run's directory, so either run resumes the other."""
+    config = base.replace(width=width, **METHODS[name])
+    label, run_name = name, f"{name}_w{config.width}"
+    if swept is not None:
+        key, written, value = swept
+        label = f"{name} {key}={written}"
+        if value != getattr(config, key):
+            run_name = f"{name}_{key}={written}_w{config.width}"
+        config = config.replace(**{key: value})
+    run_dir = out / run_name
     summary = await run_problems(problems, config, backends, run_dir)
     results = evaluate_settings(summary.answers, [VOTE, BEST], model_type)
-    return Row(name, config.width, run_dir,
+    return Row(label, config.width, run_dir,
                [p.correct for p in results[VOTE].problems], [p.correct for p in results[BEST].problems],
                summary.stats.to_dict(), kv_by_problem(run_dir))
 
@@ -195,18 +207,23 @@ async def main_async(args) -> dict:
     # one set of backends serves every method; the embedder is built when ETS's diversity term is on
     backends = build_backends(spec, base.replace(select_method="softmax_costmodel"), log=lambda m: print(m, file=sys.stderr))
     names = args.methods or list(METHODS)
+    sweep = parse_sweep(args.sweep, base)
     rows: list[Row] = []
     try:
         for name in names:
+            variants = [(sweep[0], *v) for v in sweep[1]] if sweep and name in SWEPT_METHODS else [None]
             for width in ([1] if name == "greedy" else widths):
-                started = time.perf_counter()
-                rows.append(await run_method(name, width, problems, base, backends, out, model_type))
-                print(f"{name} width {width}: done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+                for swept in variants:
+                    started = time.perf_counter()
+                    rows.append(await run_method(name, width, problems, base, backends, out, model_type, swept))
+                    print(f"{rows[-1].method} width {width}: done in {time.perf_counter() - started:.0f}s",
+                          file=sys.stderr)
     finally:
         backends.close()
     ratio_rows, greedy_rows = ratios(rows), versus_greedy(rows)
     print(f"{len(problems)} problems of {dataset}; config {args.config if not args.quick else 'scripted toy world'}"
-          f"{''.join(f' --set {item}' for item in args.overrides)}; seed {base.seed}")
+          f"{''.join(f' --set {item}' for item in args.overrides)}{f' --sweep {args.sweep}' if args.sweep else ''}"
+          f"; seed {base.seed}")
     print(render(rows, ratio_rows, greedy_rows))
     report = build_report([r.run_dir for r in rows], out / "report", model_type=model_type, metric=VOTE)
     result = {"dataset": dataset, "problems": len(problems), "rows": [r.figures() for r in rows],
@@ -227,6 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the config for every method, e.g. --set retire_empty_steps=true")
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), help="a subset of the methods")
+    ap.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                    help=f"run {' and '.join(SWEPT_METHODS)} once for each value of a config key, e.g. lambdac=0.5,1,2,4")
     ap.add_argument("--policy_host", nargs="+")
     ap.add_argument("--reward_host", nargs="+")
     ap.add_argument("--reward_api")
