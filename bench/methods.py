@@ -5,7 +5,8 @@ For each method and width it prints accuracy by weighted majority vote and by be
 score), each with a 95 % Wilson interval, the KV-cache figure (docs/algorithm.md#the-kv-cache-figure),
 tokens generated, model calls, wall time and tokens/s; then each method's ratios to REBASE at the
 same width (the KV-cache ratio with a 95 % interval paired over the problems), and the difference of
-each method to greedy on the same problems with a paired 95 % interval. It writes the run directories, `methods.json` (raw figures and ratios) and the plots of
+each method to greedy on the same problems with a paired 95 % interval, and where each method's wrong
+answers are lost: the right answer among its finished trajectories but out-voted, or never reached. It writes the run directories, `methods.json` (raw figures and ratios) and the plots of
 `ets report` under --out.
 
     python bench/methods.py                  # full: the CPU models on held-out ASDiv problems (~1 h on 2 cores)
@@ -36,6 +37,7 @@ from ets.commands.run import parse_overrides, parse_sweep  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
 from ets.evaluate import evaluate_settings  # noqa: E402
+from ets.evaluate.grade import default_grader  # noqa: E402
 from ets.evaluate.intervals import paired_difference, ratio_interval, wilson_interval  # noqa: E402
 from ets.evaluate.report import build_report  # noqa: E402
 from ets.runner import CHECKPOINT_NAME, checkpoint_files, read_checkpoint, run_problems  # noqa: E402
@@ -66,6 +68,7 @@ class Row:
     run_dir: Path
     vote: list[bool]  # per problem, correct under the weighted vote
     best: list[bool]  # per problem, correct under best-of-N (last)
+    reached: list[bool]  # per problem, some finished trajectory has the right answer (what any pick could get)
     stats: dict
     kv_by_problem: dict[int, int]  # problem id -> its KV-cache figure, from the run's trees
 
@@ -77,6 +80,7 @@ class Row:
             k = sum(correct)
             low, high = wilson_interval(k, n)
             out[f"{name}_accuracy"], out[f"{name}_ci"] = k / n, [low, high]
+        out["reached"] = sum(self.reached) / n
         out.update({k: self.stats[k] for k in COST_FIELDS})
         out["tokens_per_s"] = self.stats["tokens_generated"] / self.stats["time"] if self.stats["time"] else 0.0
         return out
@@ -95,7 +99,7 @@ async def run_method(name: str, width: int, problems, base: SearchConfig, backen
                      swept: tuple[str, str, object] | None = None) -> Row:
     """One method at one width; ``swept`` (key, value as written, value as read) varies one config key. A
     swept value equal to the base config's shares the unswept run's directory, so either run resumes the other."""
-    config = base.replace(width=width, **METHODS[name])
+    config = base.replace(**{"width": width, **METHODS[name]})
     label, run_name = name, f"{name}_w{config.width}"
     if swept is not None:
         key, written, value = swept
@@ -108,7 +112,14 @@ async def run_method(name: str, width: int, problems, base: SearchConfig, backen
     results = evaluate_settings(summary.answers, [VOTE, BEST], model_type)
     return Row(label, config.width, run_dir,
                [p.correct for p in results[VOTE].problems], [p.correct for p in results[BEST].problems],
-               summary.stats.to_dict(), kv_by_problem(run_dir))
+               reached(results[VOTE].problems), summary.stats.to_dict(), kv_by_problem(run_dir))
+
+
+def reached(problems) -> list[bool]:
+    """Per problem, whether one of its vote's answer classes is right: the right answer was among the
+    finished trajectories, whatever the pick."""
+    grader = default_grader()
+    return [any(grader.is_correct(answer, p.ground_truth) for answer, _ in p.votes) for p in problems]
 
 
 def kv_by_problem(run_dir: Path) -> dict[int, int]:
@@ -180,6 +191,14 @@ def render(rows: list[Row], ratio_rows: list[dict], greedy_rows: list[dict]) -> 
             kv = f"{cells[0]} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else cells[0]
             lines.append(f"{e['method']:<17} {e['width']:>5} {kv:>20} {cells[1]:>7} {cells[2]:>6} {cells[3]:>6} "
                          f"{e['vote_points']:>+8.1f} {e['best_points']:>+8.1f}")
+    lines += ["", "where the answers are lost (problems): right by the vote; the right answer among the finished "
+              "trajectories but out-voted (best-of-N's pick right); never reached",
+              f"{'method':<17} {'width':>5} {'right':>6} {'out-voted':>10} {'(BoN right)':>11} {'never reached':>14}"]
+    for r in rows:
+        out_voted = [reach and not vote for reach, vote in zip(r.reached, r.vote)]
+        rescued = sum(o and b for o, b in zip(out_voted, r.best))
+        lines.append(f"{r.method:<17} {r.width:>5} {sum(r.vote):>6} {sum(out_voted):>10} {rescued:>11} "
+                     f"{r.reached.count(False):>14}")
     if greedy_rows:
         lines += ["", "against greedy on the same problems (weighted majority vote, points, paired 95% CI):"]
         for e in greedy_rows:
