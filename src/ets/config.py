@@ -19,7 +19,7 @@ import yaml
 from ets.formats import FORMATS
 from ets.models import BUILTIN_POLICIES, DEFAULT_POLICY, DEFAULT_WEIGHTS, POLICY_WEIGHTS
 
-SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n")
+SELECT_METHODS = ("softmax_costmodel", "softmax", "beam_search", "dvts", "best_of_n", "particle_filtering")
 ILP_SOLVERS = ("highs", "highs-milp", "cbc")
 
 
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 class SearchConfig:
     # --- the reference's keys (hype-parameters/*.yaml) ---
     width: int = 16  # finished trajectories wanted per problem (N)
-    select_method: str = "softmax_costmodel"  # ETS; or softmax (REBASE), beam_search, dvts, best_of_n
+    select_method: str = "softmax_costmodel"  # ETS; or softmax (REBASE), beam_search, dvts, best_of_n, particle_filtering
     lambdac: float = 1.0  # ETS: weight of the KV-cache cost term
     lambdas: float = 0.0  # ETS: weight of the semantic-diversity term (needs an embedder when > 0)
     softmax_temperature: float = 0.2  # temperature of the softmax allocation over PRM scores
@@ -53,6 +53,7 @@ class SearchConfig:
     policy_weights: str = DEFAULT_WEIGHTS  # a built-in CPU policy: auto (its faster copy here), f16, q8_0 or stored (docs/cpu-models.md#weights)
     retire_empty_steps: bool = False  # retire a trajectory whose policy ended its turn without an answer (the reference expands it again; docs/algorithm.md#retirement-and-the-remaining-width)
     calculator: bool = False  # correct the results of false equations in each step the policy writes (docs/cpu-models.md#the-calculator)
+    pf_temperature: float = 1.0  # particle_filtering: resampling weights are softmax(logit(PRM score) / pf_temperature)
 
     def __post_init__(self) -> None:
         _check_int(self, "width", minimum=1)
@@ -60,6 +61,7 @@ class SearchConfig:
         _check_number(self, "lambdac", minimum=0.0)
         _check_number(self, "lambdas", minimum=0.0)
         _check_number(self, "softmax_temperature", minimum=0.0, exclusive=True)
+        _check_number(self, "pf_temperature", minimum=0.0, exclusive=True)
         _check_number(self, "temperature", minimum=0.0)
         _check_int(self, "max_step_tokens", minimum=1)
         _check_int(self, "max_tokens", minimum=1)

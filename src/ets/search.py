@@ -106,7 +106,7 @@ async def search(
     tree = Tree.with_root(prompt, prompt_tokens)
     stats = SearchStats()
     params = sampling_params(config)
-    selection = SelectionParams.from_config(config)
+    selection = SelectionParams.from_config(config, problem_id)
 
     async def expand(node_id: int, k: int) -> tuple[list[Step], list[float | None]]:
         node = tree[node_id]

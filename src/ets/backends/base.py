@@ -56,6 +56,12 @@ def draw_stream(problem_id: Any, node_id: int) -> int:
     return _hash64("stream", repr(problem_id), str(node_id))
 
 
+def selection_stream(problem_id: Any, depth: int) -> int:
+    """The random stream of a selection rule that draws (particle filtering's resampling) at one depth of a
+    problem's search: keyed, as :func:`draw_stream`, by the place in the search, never by timing."""
+    return _hash64("selection", repr(problem_id), str(depth))
+
+
 def request_seed(seed: int, stream: int | None, index: int = 0) -> int:
     """The seed a server gets for sample ``index`` of an expansion: ``seed + index`` without a stream, else a
     31-bit hash of (seed, stream, index), which every server's seed field takes (llama.cpp's is 32-bit)."""

@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="run once for each value of a config key, e.g. --sweep lambdac=0.5,1,2,4 (each in "
                         "OUTPUT_DIR/KEY=V/; with several widths OUTPUT_DIR/KEY=V,width=W/)")
-    p.add_argument("--select_method", help="softmax_costmodel (ETS), softmax (REBASE), beam_search, dvts, best_of_n")
+    p.add_argument("--select_method", help="softmax_costmodel (ETS), softmax (REBASE), beam_search, dvts, best_of_n, particle_filtering")
     p.add_argument("--prompt_format", help="prompt format (default: the policy_model_type's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set lambdas=1.5 (repeatable)")

@@ -51,6 +51,7 @@ METHOD_LABELS = {
     "beam_search": "beam search",
     "dvts": "DVTS",
     "best_of_n": "best-of-N",
+    "particle_filtering": "particle filtering",
 }
 
 

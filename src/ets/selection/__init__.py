@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 
 from ets.backends.base import Embedder
-from ets.selection import beam, best_of_n, dvts, ets, softmax
+from ets.selection import beam, best_of_n, dvts, ets, particle_filtering, softmax
 from ets.selection.common import SelectionParams
 from ets.tree import Tree
 
@@ -30,6 +30,7 @@ METHODS: dict[str, Allocator] = {
     "beam_search": beam.allocate,
     "dvts": dvts.allocate,
     "best_of_n": best_of_n.allocate,
+    "particle_filtering": particle_filtering.allocate,
 }
 
 

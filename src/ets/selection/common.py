@@ -31,11 +31,16 @@ class SelectionParams:
     max_tokens: float = math.inf  # dvts: which nodes of a subtree have retired
     retire_empty_steps: bool = False  # dvts: likewise
     ilp_solver: str = "highs"
+    pf_temperature: float = 1.0  # particle_filtering: temperature of the resampling weights
+    seed: int | None = None  # particle_filtering: its draws are keyed by (seed, problem_id, depth)
+    problem_id: Any = None  # not a config key: the search of one problem sets it (from_config)
 
     @classmethod
-    def from_config(cls, config: SearchConfig) -> "SelectionParams":
-        """A config's selection keys (the config checked them when it was made)."""
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+    def from_config(cls, config: SearchConfig, problem_id: Any = None) -> "SelectionParams":
+        """A config's selection keys (the config checked them when it was made), for the search of
+        problem ``problem_id``."""
+        keys = {name: getattr(config, name) for name in cls.__dataclass_fields__ if name != "problem_id"}
+        return cls(problem_id=problem_id, **keys)
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> "SelectionParams":
