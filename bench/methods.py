@@ -55,6 +55,7 @@ METHODS = {
     "rebase": {"select_method": "softmax"},
     "beam_search": {"select_method": "beam_search"},
     "dvts": {"select_method": "dvts"},
+    "particle_filtering": {"select_method": "particle_filtering"},
 }
 COST_FIELDS = ("kv_cache_size", "tokens_generated", "model_calls", "time")
 # the methods a --sweep varies (the others ignore the ETS keys a sweep is for: lambdac, lambdas)

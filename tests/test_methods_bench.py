@@ -59,7 +59,8 @@ def test_quick_table_agrees_with_its_raw_figures(tmp_path, capsys):
     result = load_bench().main(["--quick", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     rows = {(r["method"], r["width"]): r for r in result["rows"]}
-    assert set(m for m, _ in rows) == {"greedy", "best_of_n", "ets", "ets_no_diversity", "rebase", "beam_search", "dvts"}
+    assert set(m for m, _ in rows) == {"greedy", "best_of_n", "ets", "ets_no_diversity", "rebase", "beam_search", "dvts",
+                                          "particle_filtering"}
     assert {w for m, w in rows if m != "greedy"} == {4, 8}
     for (method, width), row in rows.items():
         run = Path(row["run"])
@@ -86,7 +87,7 @@ def test_quick_table_agrees_with_its_raw_figures(tmp_path, capsys):
         assert ratio == pytest.approx(entry["kv_cache_size_ratio"]) and entry["kv_cache_size_ci"] == [low, high]
         # the printed table carries the same ratio and interval
         assert f"{entry['kv_cache_size_ratio']:.2f}x [{low:.2f}, {high:.2f}]" in printed
-    assert len(result["ratios_to_rebase"]) == 2 * 5  # every method but REBASE and greedy, at both widths
+    assert len(result["ratios_to_rebase"]) == 2 * 6  # every method but REBASE and greedy, at both widths
     # greedy is one sample per problem; best-of-N gives every problem `width` trajectories
     greedy = load_answers(Path(rows[("greedy", 1)]["run"]) / "answers.json")
     assert all(len(p["model_answer"]) == 1 for p in greedy)
