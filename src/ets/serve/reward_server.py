@@ -92,13 +92,17 @@ class ScoringThread:
     arithmetic PRM) then never holds the server's loop, so /health answers during a long batch; one
     thread, so at most one batch at a time, as an in-process model needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "ets-prm-scoring") -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="ets-prm-scoring", daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
 
     async def run(self, coro) -> Any:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def wait(self, coro, timeout: float | None = None) -> Any:
+        """``coro``'s result, run on the thread's loop, for a caller outside any event loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -107,13 +111,14 @@ class ScoringThread:
             self.loop.close()
 
 
-async def read_body(request, limit: int) -> bytes:
-    """The request's body, refused (413) as soon as it is known to be over ``limit`` bytes."""
+async def read_body(request, limit: int, advice: str = "send fewer contexts a request") -> bytes:
+    """The request's body, refused (413) as soon as it is known to be over ``limit`` bytes;
+    ``advice``: what the client can do about it."""
     from fastapi import HTTPException
 
     def too_large(size: str) -> HTTPException:
         return HTTPException(status_code=413, detail=f"the request body is {size} bytes, over the server's "
-                                                     f"limit of {limit} (--max-body-mb): send fewer contexts a request")
+                                                     f"limit of {limit} (--max-body-mb): {advice}")
 
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -125,6 +130,23 @@ async def read_body(request, limit: int) -> bytes:
             raise too_large(f"more than {limit}")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def add_common_routes(app, model_name: str, info: dict[str, Any], token: str | None) -> None:
+    """What every server of ours answers: ``GET /health`` (with ``token``, when given: how ``ets serve``
+    knows the server answering is the one it started), ``GET /info`` and ``GET /v1/models``."""
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", **({"token": token} if token else {})}
+
+    @app.get("/info")
+    async def get_info() -> dict[str, Any]:
+        return info
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "ets"}]}
 
 
 def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type: str = "",
@@ -155,24 +177,12 @@ def create_app(reward: Reward, *, model_name: str = "ets-prm", reward_model_type
 
     app = FastAPI(title="ets reward server", version=__version__, lifespan=lifespan)
     lock = asyncio.Lock()
-    info = {"server": "ets-reward", "model": model_name, "reward_model_type": reward_model_type,
-            "version": __version__}
+    add_common_routes(app, model_name, {"server": "ets-reward", "model": model_name,
+                                        "reward_model_type": reward_model_type, "version": __version__}, token)
     app.state.reward = reward
     app.state.requests = 0
     app.state.waiting = 0
     app.state.scorer = None
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok", **({"token": token} if token else {})}
-
-    @app.get("/info")
-    async def get_info() -> dict[str, Any]:
-        return info
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "ets"}]}
 
     @app.post("/score")
     async def score(request: Request) -> dict[str, Any]:
@@ -278,11 +288,16 @@ def serve(reward: Reward, *, host: str = "127.0.0.1", port: int = 8012, model_na
           max_body_bytes: int = int(MAX_BODY_MB * 2**20), sock: socket.socket | None = None) -> None:
     """Run the server in the foreground until interrupted; ``on_ready()`` once it accepts requests.
     ``sock``: a socket :func:`bind` made (otherwise one is bound to ``host:port`` here)."""
-    import uvicorn
-
     sock = sock or bind(host, port)
     app = create_app(reward, model_name=model_name, reward_model_type=reward_model_type, token=token,
                      max_body_bytes=max_body_bytes)
+    run_app(app, sock, log_level=log_level, on_ready=on_ready)
+
+
+def run_app(app, sock: socket.socket, *, log_level: str = "warning", on_ready=None) -> None:
+    """Serve ``app`` on ``sock`` (from :func:`bind`) in the foreground until interrupted; ``on_ready()``
+    once it accepts requests."""
+    import uvicorn
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -313,8 +328,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", dest="log_level", default="warning")
 
 
-def failed(message: str, code: int) -> int:
-    """A start that fails: one line, where ``ets serve`` reads it (REASON_ENV), else on stderr."""
+def failed(message: str, code: int, who: str = "ets reward server") -> int:
+    """A start that fails: one line, where ``ets serve`` reads it (REASON_ENV), else on stderr after ``who``."""
     where = os.environ.get(REASON_ENV)
     try:
         if where:
@@ -323,7 +338,7 @@ def failed(message: str, code: int) -> int:
             return code
     except OSError:
         pass
-    print(f"ets reward server: {message}", file=sys.stderr)
+    print(f"{who}: {message}", file=sys.stderr)
     return code
 
 
