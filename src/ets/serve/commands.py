@@ -37,6 +37,7 @@ from typing import Callable
 from ets.backends.llamacpp.weights import resolve_policy_model
 from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ets.models import BUILTIN_POLICIES
+from ets.serve import search_server
 from ets.serve.reward_server import PRM_MODES, REASON_ENV, TOKEN_ENV, StartError, bind
 
 POLICY_ENGINES = ("llamacpp", "vllm", "sglang")
@@ -79,6 +80,13 @@ def register(subparsers) -> None:
         p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the command and exit")
         p.add_argument("engine_args", nargs=argparse.REMAINDER, help="after --: arguments for the engine")
         p.set_defaults(func=run, role=role)
+    # the search behind an OpenAI endpoint: our own server (engine ets), with its own flags
+    s = roles.add_parser("search", help="serve the search itself (OpenAI /v1/chat/completions)",
+                         description=search_server.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    search_server.add_arguments(s)
+    s.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the server (and its models)")
+    s.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the command and exit")
+    s.set_defaults(func=run, role="search", engine="ets", model=None, gpu=None, engine_args=[])
     serve.set_defaults(func=lambda args: (serve.print_help(), 2)[1])
 
 
@@ -126,6 +134,8 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
                "--host", args.host, "--port", str(args.port), "--n_ctx", str(args.n_ctx)]
         if args.served_model_name:
             cmd += ["--model_alias", args.served_model_name]
+    elif role == "search":
+        cmd = [py, "-m", "ets.serve.search_server", *search_server.argv(args)]
     elif engine == "ets":
         cmd = [py, "-m", "ets.serve.reward_server", "--host", args.host, "--port", str(args.port)]
         if model:
