@@ -130,6 +130,8 @@ def recorded(page: Path = PAGE, enabled: bool = True) -> Iterator[None]:
     if NO_RECORD in sys.argv:
         sys.argv.remove(NO_RECORD)
         enabled = False
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):  # argparse's help exits 0, and is no result
+        enabled = False
     cmd = command(sys.argv)
     measured = commit()  # the tree the bench starts on (commits made while it runs measured nothing)
     tee = _Tee(sys.stdout)

@@ -58,6 +58,15 @@ def test_failures_and_no_record_write_nothing(results, tmp_path, monkeypatch):
     assert "kept" in page.read_text()
 
 
+def test_help_writes_nothing(results, tmp_path, monkeypatch):
+    page = tmp_path / "results.md"
+    for flag in ("--help", "-h"):  # argparse prints the usage and exits 0
+        with pytest.raises(SystemExit):
+            run_bench(results, page, [str(ROOT / "bench" / "peers.py"), flag],
+                      lambda: (print("usage: peers.py"), sys.exit(0)), monkeypatch)
+    assert not page.exists()
+
+
 def test_paths_of_the_machine_become_relative(results):
     home = str(Path.home())
     text = results.relative(f"{ROOT}/runs/a and {home}/.cache/ets/w.gguf and {ROOT}x")
