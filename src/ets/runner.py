@@ -370,10 +370,21 @@ class RunWriter:
         self.stats[problem.id] = result.stats
         self.progress.done()
 
-    def finish(self, extra: dict[str, Any] | None = None) -> RunSummary:
+    def finish(self, extra: dict[str, Any] | None = None, *, server: dict[str, Any] | None = None,
+               searched: set[int] | None = None) -> RunSummary:
+        """``server``: the server's own counters over this invocation (they replace the sum over the problems
+        it ``searched``, whose spans overlap)."""
         stats = SearchStats()
         for problem in self.problems:
             stats.add(self.stats[problem.id])
+        if server:
+            earlier = SearchStats()
+            for problem in self.problems:
+                if problem.id not in (searched or set()):
+                    earlier.add(self.stats[problem.id])
+            earlier.add(SearchStats(**server))
+            for name in server:
+                setattr(stats, name, getattr(earlier, name))
         stats.time = self.elapsed()  # the run's wall time (over every invocation), not the sum over problems
         answers = [self.entries[p.id] for p in self.problems]
         installed = versions()
@@ -420,24 +431,59 @@ async def run_problems(
 async def _search_all(writer: RunWriter, todo: list[Problem], config: SearchConfig, backends: Backends) -> RunSummary:
     await check_prompts_fit(todo, config, backends.policy)
     gate = asyncio.Semaphore(config.num_threads)
+    watch = await server_watch(backends.policy)  # the policy server's own KV figures, where it reports them
 
     async def one(problem: Problem) -> None:
         async with gate:
+            if watch:
+                await watch.begin(problem.id)
             result = await search(
                 problem.question, config, policy=backends.policy, reward=backends.reward,
                 embedder=backends.embedder, problem_id=problem.id,
             )
+            if watch:
+                for name, value in (await watch.end(problem.id)).items():
+                    setattr(result.stats, name, value)
         writer.record(problem, result)
 
     tasks = [asyncio.create_task(one(p)) for p in todo]
     try:
+        if watch:
+            await watch.begin(RUN_SPAN)
         await asyncio.gather(*tasks)
+        # the run's counters over its own span (problems searched at once overlap theirs), plus the problems
+        # an earlier invocation searched
+        server = await watch.end(RUN_SPAN) if watch else None
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return writer.finish()
+    finally:
+        if watch:
+            await watch.aclose()
+    protocols = {role: getattr(model, "protocol", None) for role, model in
+                 (("policy", backends.policy), ("reward", backends.reward))}
+    return writer.finish({"protocols": {role: p for role, p in protocols.items() if p}}, server=server,
+                         searched={p.id for p in todo})
+
+
+RUN_SPAN = "run"  # the watch's span of the whole invocation
+
+
+async def server_watch(policy: Policy):
+    """A :class:`~ets.backends.http.metrics.ServerWatch` of the policy's servers when they report KV figures
+    (vLLM's /metrics), else None."""
+    hosts = getattr(policy, "hosts", None)
+    if not hosts:
+        return None
+    from ets.backends.http.metrics import ServerWatch  # httpx: loaded only by runs against model servers
+
+    watch = ServerWatch(hosts)
+    if await watch.available():
+        return watch
+    await watch.aclose()
+    return None
 
 
 async def check_prompts_fit(problems: Sequence[Problem], config: SearchConfig, policy: Policy) -> None:

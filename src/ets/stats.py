@@ -13,6 +13,13 @@ STATS_LOG_LABELS = {
     "tokens_generated": "Number of Tokens Generated",
     "time": "Time",
 }
+# the policy server's own figures, after the reference's lines (only for a run on a server that reports them)
+SERVER_LOG_LABELS = {
+    "server_prefix_cache_queries": "Server prefix cache queries",
+    "server_prefix_cache_hits": "Server prefix cache hits",
+    "server_kv_cache_usage_peak": "Server KV cache usage peak",
+}
+PEAK_FIELDS = {"server_kv_cache_usage_peak"}  # merged by their highest value, not summed
 
 
 @dataclass
@@ -24,10 +31,21 @@ class SearchStats:
     prompt_tokens_reused: int = 0  # prefix tokens served from the policy's cache
     expansions: int = 0  # policy requests (one per expanded node)
     time: float = 0.0  # seconds
+    # what the policy server reports about itself (vLLM's /metrics; 0 where it does not): prompt tokens it looked
+    # up in its prefix cache and found there while the problem was searched, and the highest share of its
+    # KV-cache blocks in use (ets.backends.http.metrics)
+    server_prefix_cache_queries: int = 0
+    server_prefix_cache_hits: int = 0
+    server_kv_cache_usage_peak: float = 0.0
 
     def add(self, other: "SearchStats") -> None:
         for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            setattr(self, f.name, max(mine, theirs) if f.name in PEAK_FIELDS else mine + theirs)
+
+    @property
+    def server_reported(self) -> bool:
+        return self.server_prefix_cache_queries > 0 or self.server_kv_cache_usage_peak > 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,5 +56,7 @@ class SearchStats:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def stats_log(self) -> str:
-        """The reference's stats.log: four lines, ``label: figure``."""
-        return "".join(f"{label}: {getattr(self, name)}\n" for name, label in STATS_LOG_LABELS.items())
+        """The reference's stats.log: four lines, ``label: figure``; then, for a run on a server that reports
+        its own KV figures, those (:data:`SERVER_LOG_LABELS`)."""
+        labels = {**STATS_LOG_LABELS, **(SERVER_LOG_LABELS if self.server_reported else {})}
+        return "".join(f"{label}: {getattr(self, name)}\n" for name, label in labels.items())

@@ -124,3 +124,13 @@ def token_logit_family(fmt: PromptFormat) -> PRMFamily:
         return STEP_TAG
     family = FAMILY_OF_MODEL.get(fmt.name)
     return family if family is not None and family.reads_tokens else JUDGE
+
+
+def vllm_classifier_overrides(family: PRMFamily) -> dict:
+    """vLLM's ``--hf-overrides`` that serve a causal LM (with ``--convert classify``) as a classifier of the
+    family's first bad and good tokens: each class's weights are the LM head's row of that token, and the
+    classifier's softmax over the two is p(good) / (p(good) + p(bad)), the score this family reads; ``/pooling``
+    answers [p(bad), p(good)] for the text's last token."""
+    if not family.reads_tokens:
+        raise ValueError(f"the {family.name} PRM family reads no tokens: its model has a head of its own")
+    return {"classifier_from_token": [family.bad[0], family.good[0]], "method": "no_post_processing"}

@@ -58,6 +58,14 @@ PLOTS = (
 )
 
 STAT_FIELDS = ("kv_cache_size", "prompt_tokens_reused", "tokens_generated", "model_calls", "time")
+# the policy server's own figures (vLLM's /metrics), shown when a run has them, beside the selection's KV figure
+SERVER_FIELDS = ("server_prefix_cache_hits", "server_prefix_cache_queries", "server_kv_cache_usage_peak")
+SERVER_HEADS = ("server prefix hits", "server prefix queries", "server KV peak (%)")
+
+
+def server_fields(rows: Sequence["RunRow"]) -> tuple[str, ...]:
+    """:data:`SERVER_FIELDS` when a run of ``rows`` was searched on a server that reports them, else none."""
+    return SERVER_FIELDS if any(r.stats.get(k) for r in rows for k in SERVER_FIELDS) else ()
 
 # config keys that may differ between the width_* runs of one sweep (how it ran, not what it computed)
 SWEEP_FREE_KEYS = ("width", "num_threads", "store_path")
@@ -102,7 +110,7 @@ class RunRow:
             "model_type": self.model_type,
             "problems": self.num_problems,
             **{name: self.accuracy[name] for name in (s.name for s in ALL_SETTINGS)},
-            **{k: self.stats.get(k) for k in STAT_FIELDS},
+            **{k: self.stats.get(k) for k in STAT_FIELDS + SERVER_FIELDS if k in STAT_FIELDS or self.stats.get(k)},
         }
 
 
@@ -184,7 +192,7 @@ def read_run(path: Path, model_type: str | None = None, grader: Grader | None = 
     method = config.get("select_method") or "unknown"
     mtype = model_type or model_type_of(config)
 
-    stats: dict[str, float | int | None] = {k: json_stats.get(k) for k in STAT_FIELDS}
+    stats: dict[str, float | int | None] = {k: json_stats.get(k) for k in STAT_FIELDS + SERVER_FIELDS}
     log_path = path / "stats.log"
     if log_path.is_file():
         from_log = read_stats_log(log_path)
@@ -299,20 +307,26 @@ def _fmt_md(value, kind: str) -> str:
         return f"{100 * value:.1f}"
     if kind == "time":
         return f"{value:.2f}"
+    if kind == "pct":
+        return f"{100 * value:.1f}"
     return str(value)
 
 
 def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
     settings = [s.name for s in ALL_SETTINGS]
     head = (["method", "width"] + [_SETTING_SHORT[s] for s in settings]
-            + ["KV cache", "prefix reused", "tokens gen.", "model calls", "time (s)", "problems", "run"])
+            + ["KV cache", *SERVER_HEADS[:len(server_fields(rows))], "prefix reused", "tokens gen.", "model calls",
+               "time (s)", "problems", "run"])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     varying = varying_keys(rows)
     for r in rows:
         setting = setting_text(r, varying.get(r.method, []))
         cells = [f"{r.method} ({setting})" if setting else r.method, "" if r.width is None else str(r.width)]
         cells += [_fmt_md(r.accuracy[s], "acc") for s in settings]
-        cells += [_fmt_md(r.stats.get(k), "time" if k == "time" else "int") for k in STAT_FIELDS]
+        cells += [_fmt_md(r.stats.get(k), "time" if k == "time" else "int") for k in STAT_FIELDS[:1]]
+        cells += [_fmt_md(r.stats.get(k), "pct" if k == "server_kv_cache_usage_peak" else "int")
+                  for k in server_fields(rows)]
+        cells += [_fmt_md(r.stats.get(k), "time" if k == "time" else "int") for k in STAT_FIELDS[1:]]
         cells += [str(r.num_problems), f"`{r.path}`"]
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
@@ -320,6 +334,9 @@ def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
         "MV = majority vote; WMV = majority vote weighted by that aggregate. KV cache = the KV-cache size "
         "proxy (tokens, summed over selection calls; see docs/algorithm.md#the-kv-cache-figure); "
         f"prefix reused = prompt tokens served from the prefix cache. Plots show {metric}.\n"
+        + ("Server prefix hits / queries = prompt tokens the policy server (vLLM) found in / looked up in its "
+           "prefix cache, by its own counters; server KV peak = the highest share of its KV-cache blocks in use "
+           "(docs/serving.md#the-servers-own-kv-figures).\n" if server_fields(rows) else "")
     )
     return "\n".join(lines) + "\n" + legend
 
@@ -423,11 +440,12 @@ def render_csv(rows: Sequence[RunRow]) -> str:
     settings = [s.name for s in ALL_SETTINGS]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", "width", *settings, *STAT_FIELDS, "problems", "model_type", "run"])
+    stat_fields = STAT_FIELDS + server_fields(rows)
+    writer.writerow(["method", "width", *settings, *stat_fields, "problems", "model_type", "run"])
     for r in rows:
         writer.writerow([r.method, "" if r.width is None else r.width,
                          *(repr(r.accuracy[s]) for s in settings),
-                         *("" if r.stats.get(k) is None else r.stats[k] for k in STAT_FIELDS),
+                         *("" if r.stats.get(k) is None else r.stats[k] for k in stat_fields),
                          r.num_problems, r.model_type, str(r.path)])
     return buf.getvalue()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import os
 import secrets
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from ets.backends.llamacpp.weights import resolve_policy_model
+from ets.backends.prm_families import FAMILIES, vllm_classifier_overrides
 from ets.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError
 from ets.models import BUILTIN_POLICIES
 from ets.serve import search_server
@@ -66,12 +68,17 @@ def register(subparsers) -> None:
                             "sglang --mem-fraction-static); leave room for a colocated embedder")
         p.add_argument("--served-model-name", dest="served_model_name", default=None,
                        help="name the server reports in /v1/models (what --policy_model / --reward_model check)")
+        p.add_argument("--python", default=None, metavar="PATH",
+                       help="the Python that runs the engine, e.g. a virtualenv's bin/python where vLLM or SGLang "
+                            "is installed (default: this ets's own Python)")
         if role == "reward":
             p.add_argument("--prompt-format", dest="prompt_format", default=None,
                            help="ets engine: prompt format of the policy whose steps are scored")
-            p.add_argument("--prm-mode", dest="prm_mode", choices=PRM_MODES, default=None,
+            p.add_argument("--prm-mode", dest="prm_mode", choices=(*PRM_MODES, VLLM_HEAD), default=None,
                            help="ets engine: arithmetic (model-free, the default with no --model), "
-                                "judge (Yes/No self-evaluation), step_tag (math-shepherd), rlhflow")
+                                "judge (Yes/No self-evaluation), step_tag (math-shepherd), rlhflow; vllm engine: "
+                                "step_tag, rlhflow or judge serve a causal LM as a classifier of its family's "
+                                f"tokens, {VLLM_HEAD} a model's own classification head (default: from the model)")
             p.add_argument("--policy", default=None, choices=list(BUILTIN_POLICIES),
                            help="ets engine: the built-in policy whose steps are scored (arithmetic: the weights "
                                 "fitted to its work; judge: it judges) (default: smollm2-135m)")
@@ -97,7 +104,7 @@ def _llamacpp_policy_model(model: str | None) -> str:
 
 def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The engine's command line and the environment it adds."""
-    py = sys.executable
+    py = getattr(args, "python", None) or sys.executable
     role, engine, model = args.role, args.engine, args.model
     extra = list(args.engine_args or [])
     if extra and extra[0] == "--":
@@ -107,13 +114,15 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         env["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     if engine in ("vllm", "sglang") and not model:
         raise CommandError(f"{role} --engine {engine} needs --model (a Hugging Face id or a local path)", 2)
+    if getattr(args, "prm_mode", None) == VLLM_HEAD and engine != "vllm":
+        raise CommandError(f"--prm-mode {VLLM_HEAD} is for --engine vllm (a model's own classification head)", 2)
     if engine == "vllm":
         cmd = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                "--host", args.host, "--port", str(args.port)]
-        if role == "policy":
-            cmd += ["--enable-prefix-caching"]
+        if role == "policy":  # the search's shared prefixes cached, and each answer saying how many were
+            cmd += ["--enable-prefix-caching", "--enable-prompt-tokens-details"]
         else:
-            cmd += ["--trust-remote-code"]
+            cmd += vllm_reward_flags(model, getattr(args, "prm_mode", None))
         if args.tp != 1:
             cmd += ["--tensor-parallel-size", str(args.tp)]
         if args.mem_fraction is not None:
@@ -151,6 +160,53 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     else:  # argparse choices keep us from here
         raise SystemExit(f"unknown engine {engine!r}")
     return cmd + extra, env
+
+
+VLLM_HEAD = "head"  # --prm-mode for vLLM: the model's own classification head (Qwen2.5-Math-PRM)
+
+
+def model_architecture(model: str) -> str | None:
+    """The ``architectures[0]`` of a model's ``config.json``: a local folder's, or a Hugging Face id's when
+    it is in the local hub cache (never downloaded); None when not found."""
+    config: Path | None = Path(model) / "config.json"
+    if not config.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model, "config.json")
+            config = Path(found) if isinstance(found, str) else None
+        except Exception:  # not installed, or not an id: the name decides
+            config = None
+    try:
+        names = json.loads(config.read_text(encoding="utf-8")).get("architectures") if config else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(names[0]) if isinstance(names, list) and names else None
+
+
+def vllm_prm_mode(model: str, prm_mode: str | None) -> str:
+    """How vLLM serves a PRM: ``--prm-mode`` when given; else a causal LM reads its family's tokens
+    (RLHFlow's for a model named so, math-shepherd's step tag otherwise), and a model with a head of its
+    own (a Qwen2.5-Math-PRM, or any architecture not ``*ForCausalLM``) is served as it is."""
+    if prm_mode == "arithmetic":
+        raise CommandError("--prm-mode arithmetic needs no model server: use --engine ets", 2)
+    if prm_mode:
+        return prm_mode
+    arch, name = model_architecture(model), model.lower()
+    if (arch is not None and not arch.endswith("ForCausalLM")) or (arch is None and "math-prm" in name):
+        return VLLM_HEAD
+    return "rlhflow" if "rlhflow" in name else "step_tag"
+
+
+def vllm_reward_flags(model: str, prm_mode: str | None) -> list[str]:
+    """vLLM's flags for a PRM: a token-logit PRM (a causal LM) becomes a two-class classifier of its
+    family's bad and good tokens, which ``/pooling`` answers with [p(bad), p(good)]."""
+    mode = vllm_prm_mode(model, prm_mode)
+    if mode == VLLM_HEAD:
+        return ["--trust-remote-code"]
+    overrides = vllm_classifier_overrides(FAMILIES[mode])
+    return ["--trust-remote-code", "--runner", "pooling", "--convert", "classify",
+            "--hf-overrides", json.dumps(overrides, separators=(",", ":"))]
 
 
 def ready_path(engine: str) -> str:
@@ -214,16 +270,28 @@ ENGINE_MODULES = {
 }
 
 
-def missing_engine(engine: str) -> str | None:
-    """A message when the engine's Python package is not importable here, else None."""
+def missing_engine(engine: str, python: str | None = None) -> str | None:
+    """A message when the engine's Python package is not importable here (or by ``python``), else None."""
     module, name, hint = ENGINE_MODULES[engine]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if engine == "ets" and found:
-        found = importlib.util.find_spec("uvicorn") is not None
-    return None if found else f"{name} is not installed in {sys.executable}: {hint}"
+    modules = [module] + (["uvicorn"] if engine == "ets" else [])
+    if python:  # another environment's Python: asked without importing the engine (vLLM takes seconds)
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            return f"--python {python}: no such executable; give the bin/python of the engine's environment"
+        probe = ("import importlib.util as u, sys\n"
+                 "def has(m):\n try: return u.find_spec(m) is not None\n except ModuleNotFoundError: return False\n"
+                 "sys.exit(0 if all(has(m) for m in sys.argv[1:]) else 3)")
+        try:
+            found = subprocess.run([python, "-c", probe, *modules], capture_output=True, timeout=60).returncode == 0
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"--python {python} does not run: {exc}"
+        return None if found else f"{name} is not installed in {python}: {hint} there"
+    found = True
+    for m in modules:
+        try:
+            found = found and importlib.util.find_spec(m) is not None
+        except ModuleNotFoundError:
+            found = False
+    return None if found else f"{name} is not installed in {sys.executable}: {hint}, or pass --python PATH"
 
 
 def check_request(args: argparse.Namespace) -> None:
@@ -236,7 +304,7 @@ def check_request(args: argparse.Namespace) -> None:
     if args.engine in ("ets", "llamacpp") and model and model not in BUILTIN_POLICIES and not Path(model).is_file():
         raise CommandError(f"--model {model}: no such file; expected a GGUF file or a built-in policy "
                            f"({', '.join(BUILTIN_POLICIES)})", 2)
-    problem = missing_engine(args.engine)
+    problem = missing_engine(args.engine, getattr(args, "python", None))
     if problem:
         raise CommandError(problem, 1)
     try:  # the port free and the host this machine's: otherwise another server could answer the readiness check

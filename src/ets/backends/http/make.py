@@ -22,6 +22,7 @@ from ets.backends.http.transport import HostPool
 from ets.formats import FORMATS
 
 
+PROTOCOLS = {"ets": "ets /score", "sglang": "sglang /generate", "vllm": "vllm /pooling"}  # reward api -> its protocol
 # other spellings of the reward APIs
 API_ALIASES = {"vllm-pooling": "vllm", "pooling": "vllm", "sglang-generate": "sglang", "generate": "sglang",
                "ets-reward": "ets"}
@@ -66,6 +67,11 @@ class HTTPReward(HTTPBackend, Reward):
         if api is not None:
             self.adapter = self._build(api)
 
+    @property
+    def protocol(self) -> str | None:
+        """The API the PRM was asked through (run.json's ``protocols``); None before it is known."""
+        return PROTOCOLS.get(self.api) if self.api else None
+
     def _spec(self) -> PRMSpec:
         spec = PRM_SPECS.get(self.reward_model_type)
         good, bad = self._overrides
@@ -103,6 +109,9 @@ class HTTPReward(HTTPBackend, Reward):
             info = None  # a server, not ours: no /info
         if isinstance(info, dict) and info.get("server") == "ets-reward":
             return "ets"
+        family = await self._server_family(host)
+        if family is not None:  # a vLLM server scores through /pooling, whatever the PRM's family
+            return family
         spec = PRM_SPECS.get(self.reward_model_type)
         if spec is None:
             raise BackendError(
@@ -110,6 +119,16 @@ class HTTPReward(HTTPBackend, Reward):
                 f"reward_model_type {self.reward_model_type!r} has no default; pass --reward_api "
                 f"{'|'.join(REWARD_APIS)}", where=host)
         return spec.api
+
+    async def _server_family(self, host: str) -> str | None:
+        """``vllm`` or ``sglang`` when the server's ``GET /v1/models`` says it is one (``owned_by``), else None."""
+        try:
+            _, body = await self.pool.get("/v1/models", host=host, retries=1, timeout=self.pool.start_timeout)
+        except BackendError:
+            return None
+        models = body.get("data") if isinstance(body, dict) else None
+        owners = {str(m.get("owned_by", "")).lower() for m in models or [] if isinstance(m, dict)}
+        return next((api for api in ("vllm", "sglang") if api in owners), None)
 
     async def check_servers(self) -> None:
         if self.adapter is None:

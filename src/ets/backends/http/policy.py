@@ -52,6 +52,12 @@ class OpenAICompletionsPolicy(HTTPBackend, Policy):
         self.dialect: dict[str, str] = {}  # host -> "vllm" | "sglang" | "llamacpp" | "openai"
         self._no_n: set[str] = set()  # hosts seen ignoring n
 
+    @property
+    def protocol(self) -> str:
+        """The API used and the server families that answered it (run.json's ``protocols``)."""
+        families = sorted(set(self.dialect.values()))
+        return "openai /v1/completions" + (f" ({', '.join(families)})" if families else "")
+
     # ------------------------------------------------------------------ start
     async def check_servers(self) -> None:
         """Check every host answers and serves the configured model; fail fast, naming the URL."""

@@ -1,0 +1,166 @@
+"""`ets serve --engine vllm` without a live vLLM: the flags the search needs, PRMs served as classifiers of
+their family's tokens, --python naming another environment; the server's own KV figures read from a
+Prometheus answer; the protocol each role used, as run.json names it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+
+from ets.backends.http import make_policy, make_reward
+from ets.backends.http.metrics import ServerWatch, parse_metrics
+from ets.backends.prm_families import FAMILIES, vllm_classifier_overrides
+from ets.cli import main
+from ets.stats import SearchStats
+from standins.servers import StandinServer, free_port
+
+
+def dry(capsys, *argv) -> str:
+    assert main(["serve", argv[0], "--dry-run", *argv[1:]]) == 0
+    return capsys.readouterr().out.strip()
+
+
+def overrides(command: str) -> dict:
+    return json.loads(command.split("--hf-overrides ")[1].split("'")[1])
+
+
+def test_vllm_policy_has_prefix_caching_and_cached_token_details(capsys):
+    out = dry(capsys, "policy", "--engine", "vllm", "--model", "org/model")
+    assert "--enable-prefix-caching --enable-prompt-tokens-details" in out
+
+
+def test_python_names_the_engine_environment(capsys, tmp_path):
+    out = dry(capsys, "policy", "--engine", "vllm", "--model", "m", "--python", "/opt/vllm-env/bin/python")
+    assert out.startswith("/opt/vllm-env/bin/python -m vllm.entrypoints.openai.api_server ")
+    assert dry(capsys, "reward", "--engine", "vllm", "--model", "m").startswith(sys.executable + " -m vllm")
+
+
+def test_python_without_the_engine_is_refused_naming_it(capsys, tmp_path):
+    # this test's own Python exists but has no vLLM (or does: then the start would go on; not here)
+    pytest.importorskip("fastapi")
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed in the test's Python")
+    code = main(["serve", "policy", "--engine", "vllm", "--model", "m", "--python", sys.executable,
+                 "--port", str(free_port())])
+    assert code == 1 and f"vLLM is not installed in {sys.executable}" in capsys.readouterr().err
+    missing = str(tmp_path / "no-python")
+    assert main(["serve", "policy", "--engine", "vllm", "--model", "m", "--python", missing]) == 1
+    assert f"--python {missing}: no such executable" in capsys.readouterr().err
+
+
+def test_a_causal_lm_prm_is_served_as_a_classifier_of_its_tokens(capsys, tmp_path):
+    folder = tmp_path / "math-shepherd-like"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["MistralForCausalLM"]}))
+    out = dry(capsys, "reward", "--engine", "vllm", "--model", str(folder))
+    assert "--runner pooling --convert classify" in out
+    # [bad, good]: /pooling's last value is p(good), as the Qwen PRM's rows are
+    assert overrides(out) == {"classifier_from_token": ["-", "+"], "method": "no_post_processing"}
+    # named by the hub id, not in any cache: the name decides
+    assert "--convert classify" in dry(capsys, "reward", "--engine", "vllm", "--model",
+                                       "peiyi9979/math-shepherd-mistral-7b-prm")
+    judge = dry(capsys, "reward", "--engine", "vllm", "--model", str(folder), "--prm-mode", "judge")
+    assert overrides(judge)["classifier_from_token"] == ["No", "Yes"]
+
+
+def test_a_prm_with_its_own_head_is_served_as_it_is(capsys, tmp_path):
+    out = dry(capsys, "reward", "--engine", "vllm", "--model", "Qwen/Qwen2.5-Math-PRM-7B")
+    assert "--trust-remote-code" in out and "--convert" not in out
+    folder = tmp_path / "prm"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForProcessRewardModel"]}))
+    assert "--convert" not in dry(capsys, "reward", "--engine", "vllm", "--model", str(folder))
+    forced = dry(capsys, "reward", "--engine", "vllm", "--model", str(folder), "--prm-mode", "step_tag")
+    assert "--convert classify" in forced
+
+
+def test_prm_modes_that_do_not_fit_the_engine_are_refused(capsys):
+    assert main(["serve", "reward", "--engine", "vllm", "--model", "m", "--prm-mode", "arithmetic", "--dry-run"]) == 2
+    assert "use --engine ets" in capsys.readouterr().err
+    assert main(["serve", "reward", "--prm-mode", "head", "--dry-run"]) == 2
+    assert "is for --engine vllm" in capsys.readouterr().err
+
+
+def test_classifier_overrides_need_a_token_family():
+    assert vllm_classifier_overrides(FAMILIES["rlhflow"])["classifier_from_token"] == ["-", "+"]
+    with pytest.raises(ValueError, match="reads no tokens"):
+        vllm_classifier_overrides(FAMILIES["qwen"])
+
+
+# ---------------------------------------------------------------------------- the server's own figures
+
+METRICS = """# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.5
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1200.0
+vllm:prefix_cache_queries_total{engine="1",model_name="m"} 300.0
+vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e9
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 900.0
+vllm:prefix_cache_hits_total{engine="1",model_name="m"} 100.0
+"""
+
+
+def test_metrics_are_summed_over_engines_and_the_usage_is_the_highest():
+    assert parse_metrics(METRICS) == {"kv_cache_usage": 0.5, "prefix_cache_queries": 1500.0,
+                                      "prefix_cache_hits": 1000.0}
+    assert parse_metrics("# nothing of vLLM\nprocess_cpu_seconds_total 3.0\n") == {}
+
+
+def test_server_watch_counts_a_span_and_its_peak(monkeypatch):
+    answers = iter([
+        {"prefix_cache_queries": 100.0, "prefix_cache_hits": 40.0, "kv_cache_usage": 0.1},
+        {"prefix_cache_queries": 100.0, "prefix_cache_hits": 40.0, "kv_cache_usage": 0.7},  # polled meanwhile
+        {"prefix_cache_queries": 350.0, "prefix_cache_hits": 240.0, "kv_cache_usage": 0.2},
+    ])
+
+    async def read(self):
+        return next(answers)
+
+    monkeypatch.setattr(ServerWatch, "read", read)
+
+    async def go():
+        watch = ServerWatch(["http://127.0.0.1:1"], interval=3600)  # no poll of its own: one, here
+        await watch.begin(7)
+        await watch.sample()
+        figures = await watch.end(7)
+        await watch.aclose()
+        return figures
+
+    assert asyncio.run(go()) == {"server_prefix_cache_queries": 250, "server_prefix_cache_hits": 200,
+                                 "server_kv_cache_usage_peak": 0.7}
+
+
+def test_server_figures_merge_as_counters_and_a_peak():
+    a = SearchStats(server_prefix_cache_queries=10, server_prefix_cache_hits=4, server_kv_cache_usage_peak=0.3)
+    a.add(SearchStats(server_prefix_cache_queries=5, server_prefix_cache_hits=5, server_kv_cache_usage_peak=0.2))
+    assert (a.server_prefix_cache_queries, a.server_prefix_cache_hits, a.server_kv_cache_usage_peak) == (15, 9, 0.3)
+    assert "Server prefix cache hits: 9\n" in a.stats_log()
+    assert "Server" not in SearchStats(kv_cache_size=3).stats_log()  # the reference's four lines, as they were
+
+
+# ---------------------------------------------------------------------------- protocols
+
+
+def test_protocols_name_what_each_role_spoke():
+    with StandinServer("vllm-pooling") as prm, StandinServer("openai") as pol:
+        reward = make_reward(prm.url, reward_model_type="mistral", good_token_id=None)
+        policy = make_policy(pol.url)
+
+        async def go():
+            await reward.start()
+            await policy.start()
+            await reward.aclose()
+            await policy.aclose()
+
+        assert reward.protocol is None  # not asked yet
+        asyncio.run(go())
+        # a token-logit family on a vLLM server: /pooling, found from the server, not the family's default (SGLang)
+        assert reward.api == "vllm" and reward.protocol == "vllm /pooling"
+        assert policy.protocol == "openai /v1/completions (vllm)"
