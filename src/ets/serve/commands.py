@@ -2,8 +2,9 @@
 
 Engines: ``vllm`` (``python -m vllm.entrypoints.openai.api_server``),
 ``sglang`` (``python -m sglang.launch_server``), ``llamacpp``
-(llama-cpp-python's ``python -m llama_cpp.server``) and, for the PRM, ``ets``
-(our server, :mod:`ets.serve.reward_server`). With no ``--model`` the built-in
+(llama-cpp-python's ``python -m llama_cpp.server``, one request at a time) and ``ets``
+(ours: :mod:`ets.serve.policy_server`, the in-process llama.cpp policy batching every request
+in flight; :mod:`ets.serve.reward_server` for the PRM). With no ``--model`` the built-in
 CPU model is served (``llamacpp`` for the policy, ``ets`` for the PRM).
 ``--dry-run`` prints the command instead of running it. Arguments after ``--``
 go to the engine unchanged. The server binds 127.0.0.1 unless ``--host`` says
@@ -42,7 +43,7 @@ from ets.models import BUILTIN_POLICIES
 from ets.serve import search_server
 from ets.serve.reward_server import PRM_MODES, REASON_ENV, TOKEN_ENV, StartError, bind
 
-POLICY_ENGINES = ("llamacpp", "vllm", "sglang")
+POLICY_ENGINES = ("llamacpp", "ets", "vllm", "sglang")
 REWARD_ENGINES = ("ets", "sglang", "vllm")
 DEFAULT_PORTS = {"policy": 8011, "reward": 8012}
 
@@ -58,7 +59,7 @@ def register(subparsers) -> None:
                        help=f"inference server to start (default {default_engine})")
         p.add_argument("--model", default=None,
                        help="model: a Hugging Face id or path (vllm, sglang), a GGUF file (llamacpp, ets) or a "
-                            f"built-in policy (llamacpp: {', '.join(BUILTIN_POLICIES)}); default: the built-in CPU model")
+                            f"built-in policy (llamacpp, ets: {', '.join(BUILTIN_POLICIES)}); default: the built-in CPU model")
         p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
         p.add_argument("--port", type=int, default=DEFAULT_PORTS[role], help=f"port (default {DEFAULT_PORTS[role]})")
         p.add_argument("--gpu", default=None, help="GPU index(es) for CUDA_VISIBLE_DEVICES, e.g. 0 or 0,1")
@@ -82,7 +83,9 @@ def register(subparsers) -> None:
             p.add_argument("--policy", default=None, choices=list(BUILTIN_POLICIES),
                            help="ets engine: the built-in policy whose steps are scored (arithmetic: the weights "
                                 "fitted to its work; judge: it judges) (default: smollm2-135m)")
-        p.add_argument("--n-ctx", dest="n_ctx", type=int, default=4096, help="context length (llamacpp)")
+        p.add_argument("--n-ctx", dest="n_ctx", type=int, default=None,
+                       help="context length (llamacpp: default 4096; ets policy: the KV cache all requests "
+                            "share, default 8192)")
         p.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the server to answer")
         p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the command and exit")
         p.add_argument("engine_args", nargs=argparse.REMAINDER, help="after --: arguments for the engine")
@@ -140,9 +143,15 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
             cmd += ["--served-model-name", args.served_model_name]
     elif engine == "llamacpp":
         cmd = [py, "-m", "llama_cpp.server", "--model", _llamacpp_policy_model(model),
-               "--host", args.host, "--port", str(args.port), "--n_ctx", str(args.n_ctx)]
+               "--host", args.host, "--port", str(args.port), "--n_ctx", str(args.n_ctx or 4096)]
         if args.served_model_name:
             cmd += ["--model_alias", args.served_model_name]
+    elif engine == "ets" and role == "policy":
+        cmd = [py, "-m", "ets.serve.policy_server", "--host", args.host, "--port", str(args.port)]
+        for flag, value in (("--model", model), ("--served-model-name", args.served_model_name),
+                            ("--n-ctx", args.n_ctx)):
+            if value:
+                cmd += [flag, str(value)]
     elif role == "search":
         cmd = [py, "-m", "ets.serve.search_server", *search_server.argv(args)]
     elif engine == "ets":

@@ -30,7 +30,7 @@ import socket
 import sys
 import threading
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Callable
 
 from ets import __version__
 from ets.backends.arithmetic import ArithmeticPRM
@@ -132,9 +132,11 @@ async def read_body(request, limit: int, advice: str = "send fewer contexts a re
     return b"".join(chunks)
 
 
-def add_common_routes(app, model_name: str, info: dict[str, Any], token: str | None) -> None:
+def add_common_routes(app, model_name: str, info: dict[str, Any] | Callable[[], dict[str, Any]],
+                      token: str | None) -> None:
     """What every server of ours answers: ``GET /health`` (with ``token``, when given: how ``ets serve``
-    knows the server answering is the one it started), ``GET /info`` and ``GET /v1/models``."""
+    knows the server answering is the one it started), ``GET /info`` (``info``, or what ``info()`` says
+    now) and ``GET /v1/models``."""
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -142,7 +144,7 @@ def add_common_routes(app, model_name: str, info: dict[str, Any], token: str | N
 
     @app.get("/info")
     async def get_info() -> dict[str, Any]:
-        return info
+        return info() if callable(info) else info
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -213,12 +213,13 @@ def parse_body(raw: bytes) -> dict:
     return body
 
 
-def refuse_unsupported(body: dict) -> None:
-    for name, (harmless, why) in UNSUPPORTED.items():
+def refuse_unsupported(body: dict, table: dict = UNSUPPORTED, who: str = "the search") -> None:
+    """400 naming the first field of ``table`` (name -> (the value that asks nothing, why)) ``body`` sets."""
+    for name, (harmless, why) in table.items():
         value = body.get(name)
         if value is None or value == harmless or (name == "stream" and value is False):
             continue
-        raise Refused(400, f"{name}: {json.dumps(value)[:80]} is not supported by the search ({why}); "
+        raise Refused(400, f"{name}: {json.dumps(value)[:80]} is not supported by {who} ({why}); "
                            f"leave it out", name)
 
 
@@ -335,6 +336,21 @@ def describe(ask: Ask, config: SearchConfig, result: SearchResult, setting: Sett
     return out
 
 
+def add_error_handlers(app) -> None:
+    """Errors in OpenAI's shape (:func:`error_body`): :class:`Refused`, and FastAPI's own (read_body's 413,
+    an unknown path's 404)."""
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Refused)
+    async def refused(request, exc: Refused):
+        return JSONResponse(error_body(exc.status, str(exc), exc.param), status_code=exc.status)
+
+
 def create_app(backends: Backends, config: SearchConfig, *, setting: Setting | None = None,
                model_name: str = DEFAULT_MODEL_NAME, token: str | None = None,
                max_body_bytes: int = int(MAX_BODY_MB * 2**20), max_waiting: int = MAX_WAITING,
@@ -344,8 +360,6 @@ def create_app(backends: Backends, config: SearchConfig, *, setting: Setting | N
     ``searcher``: the thread whose event loop the searches run on (the backends must have been started
     there); none: one of its own, made when the app starts. ``token``: what /health says back."""
     from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     setting = setting or setting_from("majority_vote", True, "last")
     model_type = model_type_of(config.to_dict())
@@ -367,14 +381,7 @@ def create_app(backends: Backends, config: SearchConfig, *, setting: Setting | N
     app.state.waiting = 0
     app.state.searches = 0
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request, exc):  # read_body's 413, an unknown path's 404: in the same shape
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
-
-    @app.exception_handler(Refused)
-    async def refused(request, exc: Refused):
-        return JSONResponse(error_body(exc.status, str(exc), exc.param), status_code=exc.status)
-
+    add_error_handlers(app)
     async def answer(request: Request, read_question) -> tuple[dict, dict, str, str]:
         """The search's answer to a request: (its usage, our field, the content, the finish reason)."""
         arrived = time.monotonic()

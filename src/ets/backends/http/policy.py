@@ -17,15 +17,17 @@ the search and the sample's index (``base.request_seed``): two nodes with the
 same text get different seeds, and a rerun the same ones.
 
 plus, per server family (read from ``owned_by`` in ``GET /v1/models``):
-vLLM ``"include_stop_str_in_output": true`` and SGLang ``"no_stop_trim": true``
+vLLM and ours (``ets serve policy --engine ets``, ``owned_by: "ets"``)
+``"include_stop_str_in_output": true`` and SGLang ``"no_stop_trim": true``
 so the delimiter stays in the text. Where the server strips it and says which
 stop matched (vLLM's ``stop_reason``), we put it back; where it does not say
 (llama.cpp), a choice that ended with ``finish_reason == "stop"`` gets the
 first delimiter back: llama.cpp does not tell a stop string from end of text.
 
-Token count per sample: the length of the choice's ``logprobs.tokens``; with
-one choice, ``usage.completion_tokens``; failing both, the request's
-completion tokens shared out by text length.
+Token count per sample: the length of the choice's ``logprobs.tokens``, or
+our server's ``ets.completion_tokens`` (it computes no logprobs, so none are
+asked of it); with one choice, ``usage.completion_tokens``; failing all, the
+request's completion tokens shared out by text length.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class OpenAICompletionsPolicy(HTTPBackend, Policy):
         self.model = model
         self.use_n = use_n  # False: always k requests of n = 1
         self.request_logprobs = request_logprobs
-        self.dialect: dict[str, str] = {}  # host -> "vllm" | "sglang" | "llamacpp" | "openai"
+        self.dialect: dict[str, str] = {}  # host -> "vllm" | "sglang" | "llamacpp" | "ets" | "openai"
         self._no_n: set[str] = set()  # hosts seen ignoring n
 
     @property
@@ -64,7 +66,7 @@ class OpenAICompletionsPolicy(HTTPBackend, Policy):
         served: dict[str, list[str]] = {}
         for host in self.pool.hosts:
             body = await self.start_check("/v1/models", host=host,
-                                          serve="ets serve policy --engine llamacpp --port PORT")
+                                          serve="ets serve policy --engine ets --port PORT")
             models = [m for m in (body.get("data") or []) if isinstance(m, dict)] if isinstance(body, dict) else []
             ids = [str(m.get("id")) for m in models]
             if not ids:
@@ -72,7 +74,8 @@ class OpenAICompletionsPolicy(HTTPBackend, Policy):
             served[host] = ids
             owners = {str(m.get("owned_by", "")).lower() for m in models}
             self.dialect[host] = ("vllm" if "vllm" in owners else "sglang" if "sglang" in owners
-                                  else "llamacpp" if "me" in owners or "llamacpp" in owners else "openai")
+                                  else "llamacpp" if "me" in owners or "llamacpp" in owners
+                                  else "ets" if "ets" in owners else "openai")
         self.model = self._model_served(served)
 
     def _model_served(self, served: dict[str, list[str]]) -> str:
@@ -130,7 +133,7 @@ class OpenAICompletionsPolicy(HTTPBackend, Policy):
                 _raise_if_timed_out(exc)
             except (KeyError, TypeError, ValueError):
                 pass
-        elif dialect in ("vllm", "sglang"):
+        elif dialect in ("vllm", "sglang", "ets"):
             try:
                 _, body = await self.pool.post("/tokenize", {"model": self.model, "prompt": text}, host=host)
                 if "count" in body:
@@ -160,15 +163,16 @@ class OpenAICompletionsPolicy(HTTPBackend, Policy):
             "stop": list(params.stop),
             "stream": False,
         }
-        if self.request_logprobs and n > 1 and dialect != "llamacpp":
+        if self.request_logprobs and n > 1 and dialect not in ("llamacpp", "ets"):
             # per-choice token lists: the token count of each sample (with one choice, usage says it;
-            # llama-cpp-python answers one choice anyway, and its logprobs cost 4-5x the generation)
+            # llama-cpp-python answers one choice anyway, and its logprobs cost 4-5x the generation;
+            # ours says each choice's count and refuses logprobs)
             body["logprobs"] = 1
         if params.seed is not None:
             # per node (params.stream) and sample: a server honouring the seed (vLLM) would otherwise give two
             # nodes with the same text the same samples
             body["seed"] = request_seed(params.seed, params.stream, seed_offset)
-        if dialect == "vllm":
+        if dialect in ("vllm", "ets"):
             body["include_stop_str_in_output"] = True
         elif dialect == "sglang":
             body["no_stop_trim"] = True
@@ -211,7 +215,9 @@ def parse_completion(resp: Any, stops: tuple[str, ...] | list[str], *, where: st
         finishes.append("length" if finish == "length" else "stop")
         logprobs = choice.get("logprobs")
         tokens = logprobs.get("tokens") if isinstance(logprobs, dict) else None
-        counts.append(len(tokens) if isinstance(tokens, list) else None)
+        ours = choice.get("ets")  # our server's own count of the choice's tokens
+        ours = ours.get("completion_tokens") if isinstance(ours, dict) else None
+        counts.append(len(tokens) if isinstance(tokens, list) else ours if isinstance(ours, int) else None)
 
     if any(c is None for c in counts):
         if len(choices) == 1 and total_completion is not None:

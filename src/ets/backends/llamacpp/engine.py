@@ -80,6 +80,10 @@ class SlotEngine:
         self.prompt_tokens_computed = 0
         self.prompt_tokens_reused = 0
         self.decode_calls = 0
+        # evaluate a prompt's last token in a call of its own: its logits then do not depend on how much of
+        # the prompt was cached (llama.cpp's numbers move with a batch's shape), so a request made twice
+        # samples the same text (the policy server sets it; a search in process gets that from its order)
+        self.split_last = False
         self.tokens_shared = 0  # tokens decode_next appended without a batch row of their own
 
     def close(self) -> None:
@@ -218,13 +222,17 @@ class SlotEngine:
         self.make_room(len(tokens) - reuse, protect | {target, best})
         rest = tokens[reuse:]
         slot = self.slots[target]
-        for start in range(0, len(rest), self.n_batch):
-            chunk = rest[start:start + self.n_batch]
-            base = reuse + start
-            last = start + len(chunk) == len(rest)
-            self._decode([(t, base + j, target, last and j == len(chunk) - 1) for j, t in enumerate(chunk)])
+        # chunks of n_batch; with split_last, the last token alone, as it is when the rest is cached
+        body = len(rest) - 1 if self.split_last and len(rest) > 1 else len(rest)
+        ends = [*range(self.n_batch, body, self.n_batch), body] + ([len(rest)] if body < len(rest) else [])
+        start = 0
+        for end in ends:
+            chunk = rest[start:end]
+            self._decode([(t, reuse + start + j, target, end == len(rest) and j == len(chunk) - 1)
+                          for j, t in enumerate(chunk)])
             slot.tokens.extend(chunk)
-        logits = self._logits((len(rest) - 1) % self.n_batch)  # index of the last token in the last chunk
+            start = end
+        logits = self._logits(len(chunk) - 1)  # the last token's row, in the last call
         self.prompt_tokens_computed += len(rest)
         self.prompt_tokens_reused += reuse
         return target, len(rest), reuse, logits

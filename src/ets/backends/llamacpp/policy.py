@@ -357,3 +357,14 @@ def _find_stop(text: str, stops: tuple[str, ...], start: int = 0) -> int | None:
         if i >= 0 and (best is None or i + len(s) < best):
             best = i + len(s)
     return best
+
+
+def matched_stop(text: str, stops: tuple[str, ...] | list[str]) -> str | None:
+    """The stop string a step that ended with ``finish_reason == "stop"`` ended on (the scheduler keeps it
+    at the end of the text), or None when it ended at the end of text (an end-of-generation token)."""
+    stops = tuple(s for s in stops if s)
+    end = _find_stop(text, stops, _content_start(text))
+    if end != len(text):
+        return None
+    start = _content_start(text)
+    return next((s for s in stops if text.endswith(s) and text.find(s, start) + len(s) == end), None)
