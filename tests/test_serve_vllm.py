@@ -32,6 +32,11 @@ def test_vllm_policy_has_prefix_caching_and_cached_token_details(capsys):
     assert "--enable-prefix-caching --enable-prompt-tokens-details" in out
 
 
+def test_sglang_policy_reports_cached_tokens(capsys):
+    assert "--enable-cache-report" in dry(capsys, "policy", "--engine", "sglang", "--model", "org/model")
+    assert "--enable-cache-report" not in dry(capsys, "reward", "--engine", "sglang", "--model", "org/prm")
+
+
 def test_python_names_the_engine_environment(capsys, tmp_path):
     out = dry(capsys, "policy", "--engine", "vllm", "--model", "m", "--python", "/opt/vllm-env/bin/python")
     assert out.startswith("/opt/vllm-env/bin/python -m vllm.entrypoints.openai.api_server ")
