@@ -169,3 +169,87 @@ def test_protocols_name_what_each_role_spoke():
         # a token-logit family on a vLLM server: /pooling, found from the server, not the family's default (SGLang)
         assert reward.api == "vllm" and reward.protocol == "vllm /pooling"
         assert policy.protocol == "openai /v1/completions (vllm)"
+
+
+# ---------------------------------------------------------------------------- a run records them
+
+
+class MetricsServer:
+    """A policy server's /metrics alone, whose counters grow only when ``work`` is called (as vLLM's grow
+    with the requests it serves), so what a run records can be checked to the token."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        self.queries = self.hits = 0
+        self.usage = 0.0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = (f'vllm:kv_cache_usage_perc{{engine="0"}} {outer.usage}\n'
+                        f'vllm:prefix_cache_queries_total{{engine="0"}} {float(outer.queries)}\n'
+                        f'vllm:prefix_cache_hits_total{{engine="0"}} {float(outer.hits)}\n').encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def work(self) -> None:
+        self.queries += 100
+        self.hits += 60
+        self.usage = 0.05 * (self.queries // 100 % 7)  # rises and falls: the peak is not the last value
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_run_records_the_servers_figures_per_problem_and_for_the_run(tmp_path):
+    from ets.backends.base import Backends
+    from ets.backends.scripted import toy_world
+    from ets.config import SearchConfig
+    from ets.datasets import Problem
+    from ets.runner import run_problems
+
+    server = MetricsServer()
+    policy, reward = toy_world()
+    generate = policy.generate
+
+    async def served(context, n, params):  # each expansion is served, and counted, by "the server"
+        server.work()
+        return await generate(context, n, params)
+
+    policy.generate = served
+    policy.hosts = [server.url]
+    config = SearchConfig(width=3, select_method="softmax", prompt_format="raw", num_threads=1)
+    problems = [Problem(i, f"What is {i} + {i}?", str(2 * i), {}) for i in range(3)]
+    backends = Backends(policy, reward, description={"policy": "toy"})
+    try:
+        asyncio.run(run_problems(problems[:1], config, backends, tmp_path))  # one problem, then resumed
+        summary = asyncio.run(run_problems(problems, config, backends, tmp_path))
+    finally:
+        server.stop()
+    assert summary.resumed == 1
+    per_problem = [json.loads((tmp_path / "trees" / f"q{i}.json").read_text())["stats"] for i in range(3)]
+    for stats in per_problem:  # 100 queried and 60 found per expansion, and nothing else
+        assert stats["server_prefix_cache_queries"] == 100 * stats["expansions"] > 0
+        assert stats["server_prefix_cache_hits"] == 60 * stats["expansions"]
+        assert 0 < stats["server_kv_cache_usage_peak"] <= 0.3
+    run = json.loads((tmp_path / "run.json").read_text())["stats"]
+    # the run: the resumed problem's figures plus this invocation's span, which here (one problem at a time) is
+    # the sum of its problems'
+    assert run["server_prefix_cache_queries"] == server.queries == sum(s["server_prefix_cache_queries"] for s in per_problem)
+    assert run["server_prefix_cache_hits"] == server.hits
+    assert run["server_kv_cache_usage_peak"] == max(s["server_kv_cache_usage_peak"] for s in per_problem)
+    log = (tmp_path / "stats.log").read_text().splitlines()
+    assert log[4:] == [f"Server prefix cache queries: {server.queries}", f"Server prefix cache hits: {server.hits}",
+                       f"Server KV cache usage peak: {run['server_kv_cache_usage_peak']}"]
