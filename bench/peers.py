@@ -3,8 +3,9 @@ server, one PRM, the same problems, prompt, step delimiter and budgets.
 
 its-hub's beam search and particle filtering run as its-hub runs them (its StepGeneration, its
 resampling and stopping); ours (ETS, REBASE, beam search, best-of-N, and particle filtering where
-bench/methods.py has it) run through `ets`'s engine. Both sides talk to the same llama.cpp server
-(`ets serve policy --engine llamacpp`, started here unless --policy_host is given) through a counting
+bench/methods.py has it) run through `ets`'s engine. Both sides talk to the same policy server
+(`ets serve policy --engine ets`, our llama.cpp engine batching every request in flight, started here
+unless --policy_host is given; --server_engine llamacpp for llama-cpp-python's) through a counting
 proxy in this process, which counts the /v1/completions requests and sums their usage.completion_tokens:
 the requests and tokens of every row come from that one source. The PRM is the built-in arithmetic PRM
 of the config, in-process for both (its-hub reaches it through its AbstractProcessRewardModel).
@@ -36,12 +37,15 @@ What is the same, and what is not (docs/results.md reads the table):
   ours, ceil(sqrt(width)), from below) and expands each into width / beam_width copies, one request each.
 * Particle filtering: its-hub weighs a particle by the logit of its newest step's score and resamples
   multinomially at every step, finished particles included; the final pick is the highest weight.
-* Concurrency: both search num_threads problems at once; the server decodes one request at a time.
+* Concurrency: both search num_threads problems at once; the server decodes every request in flight
+  together (llama-cpp-python's, --server_engine llamacpp, one request at a time).
 * Runs do not resume: each method's run directory under --out is replaced (the figures are timings).
 
-Time: the check above took 11 min for six methods with one server thread on 2 cores another benchmark
-kept busy; the full run generates about 27 times the tokens (13x the problems, twice the width) for
-seven methods: about 5 h there, less with the cores free (--server_threads 2).
+Time: the check above took 11 min for six methods with llama-cpp-python's server (one thread) on 2 cores
+another benchmark kept busy; the full run generates about 27 times the tokens (13x the problems, twice
+the width) for seven methods: about 5 h there. Our server batches the requests in flight: an ETS search
+at width 4 ran 2.6x faster over it than over llama-cpp-python's, with one thread each (docs/serving.md,
+our policy server); more at a larger width. On a busy machine pass --server_threads 1.
 
     pip install -e ".[peers]"        # its-hub 1.2.0 with its LM extra; not part of `make install`
     python bench/peers.py                              # the full comparison: 40 problems, width 8 (~5 h, see below)
@@ -161,10 +165,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
-    """``ets serve policy --engine llamacpp`` with the config's built-in model; its URL once it answers."""
+def start_server(model: str, threads: int, log: Path, engine: str = "ets") -> tuple[subprocess.Popen, str]:
+    """``ets serve policy --engine ENGINE`` with the config's built-in model; its URL once it answers."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "ets", "serve", "policy", "--engine", "llamacpp", "--model", model,
+    # --n_threads: llama-cpp-python's flag, which ours takes too
+    cmd = [sys.executable, "-m", "ets", "serve", "policy", "--engine", engine, "--model", model,
            "--port", str(free_port()), "--served-model-name", model, "--", "--n_threads", str(threads)]
     print(f"starting the policy server ({threads} threads; its log: {log})", file=sys.stderr)
     with log.open("w") as err:
@@ -424,7 +429,7 @@ async def main_async(args) -> dict:
         upstream = args.policy_host
     else:
         server, upstream = start_server(base.policy_model or "qwen2.5-coder-0.5b", args.server_threads,
-                                        out / "policy-server.log")
+                                        out / "policy-server.log", args.server_engine)
     proxy = CountingProxy(upstream)
     backends = build_backends(BackendSpec(policy_hosts=(proxy.url,)), base.replace(select_method="softmax_costmodel"),
                               log=lambda m: print(m, file=sys.stderr))
@@ -445,7 +450,7 @@ async def main_async(args) -> dict:
     print(f"{len(problems)} problems of {args.dataset}; config {args.config}"
           f"{''.join(f' --set {item}' for item in args.overrides)}; width {base.width}; seed {base.seed}; "
           f"its-hub {its_hub.__version__}; one policy server: {'--policy_host' if args.policy_host else base.policy_model}"
-          f"{'' if args.policy_host else f' (llama-cpp-python, {args.server_threads} threads)'}")
+          f"{'' if args.policy_host else f' (ets serve policy --engine {args.server_engine}, {args.server_threads} threads)'}")
     if skipped:
         print(f"not in bench/methods.py's METHODS, left out: {', '.join(skipped)}")
     print(render(rows))
@@ -468,7 +473,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--methods", nargs="+", choices=OURS, help=f"ours (default: {' '.join(OURS)})")
     ap.add_argument("--peers", nargs="+", choices=PEERS, default=list(DEFAULT_PEERS),
                     help=f"its-hub's (default: {' '.join(DEFAULT_PEERS)})")
-    ap.add_argument("--policy_host", help="a running policy server (default: start ets serve policy --engine llamacpp)")
+    ap.add_argument("--policy_host", help="a running policy server (default: start ets serve policy --engine ets)")
+    ap.add_argument("--server_engine", choices=("ets", "llamacpp"), default="ets",
+                    help="the policy server started here: ours, batching requests (default), or llama-cpp-python's")
     ap.add_argument("--server_threads", type=int, default=default_threads(shared=False),
                     help="llama.cpp threads of the server started here (default: all cores, or ETS_LLAMA_THREADS)")
     ap.add_argument("--out", default=str(ROOT / "runs/peers"))
