@@ -1,4 +1,5 @@
-"""``ets serve policy|reward``: start an inference server, wait until it answers, print its URL.
+"""``ets serve policy|reward``: start an inference server, wait until it answers, print its URL
+(``ets serve search``, the search itself behind an OpenAI endpoint, is :mod:`ets.serve.search_server`).
 
 Engines: ``vllm`` (``python -m vllm.entrypoints.openai.api_server``),
 ``sglang`` (``python -m sglang.launch_server``), ``llamacpp``
