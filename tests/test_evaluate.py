@@ -463,12 +463,25 @@ def test_cli_argument_errors(hand_file, capsys):
     p = str(hand_file)
     assert main(["evaluate", "--path", p, "--agg_func", "majority_vote", "--weighted", "True"]) == 2
     assert "--weight_agg" in capsys.readouterr().err
-    assert main(["evaluate", "--path", p]) == 2
-    assert "--agg_func is required" in capsys.readouterr().err
+    assert main(["evaluate"]) == 2
+    assert "give a run directory or answers.json" in capsys.readouterr().err
+    assert main(["evaluate", p, "--path", p + "x"]) == 2
+    assert "two paths" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "--path", p, "--agg_func", "majority_vote", "--weighted", "maybe"])
     with pytest.raises(SystemExit):
         main(["evaluate", "--path", p, "--agg_func", "median"])
+
+
+def test_cli_plain_path_gives_every_setting(hand_file, capsys):
+    """`ets evaluate DIR` with no setting named: every setting, labelled, the figures --all gives."""
+    p = str(hand_file)
+    every = cli_json(capsys, "--path", p, "--all")["accuracy"]
+    assert main(["evaluate", p]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == list(every)
+    assert [float(line.split(": ")[1].split()[0]) for line in lines] == list(every.values())
+    assert cli_json(capsys, p)["accuracy"] == every
 
 
 def test_setting_names_round_trip():

@@ -51,10 +51,11 @@ def register(subparsers) -> None:
             "those of the reference's math_evaluate.py; ties are broken as it breaks them."
         ),
     )
-    p.add_argument("--path", required=True, help="answers.json, or a run directory holding one")
+    p.add_argument("run", nargs="?", metavar="PATH", help="answers.json, or a run directory holding one")
+    p.add_argument("--path", help="the same as PATH (the reference's spelling)")
     p.add_argument("--agg_func", choices=SELECT_NAMES,
                    help="best-of-N by this aggregate of the step scores, or majority_vote "
-                        "(required unless --all)")
+                        "(without it: every setting, as --all)")
     p.add_argument("--weighted", type=parse_bool, default=False, metavar="{True,False}",
                    help="weight each vote by the --weight_agg aggregate of its step scores (majority_vote only)")
     p.add_argument("--weight_agg", choices=AGG_NAMES, help="aggregate used as the vote weight")
@@ -126,6 +127,11 @@ def run_evaluate(args) -> int:
 
 
 def _evaluate(args) -> int:
+    if args.run is not None and args.path is not None and args.run != args.path:
+        raise CommandError(f"two paths to evaluate: {args.run} and --path {args.path}; give one")
+    args.path = args.path or args.run
+    if args.path is None:
+        raise CommandError("which answers? give a run directory or answers.json: ets evaluate runs/NAME")
     answers = resolve_answers_path(args.path)
     if args.model_type is None:  # the format of the run that wrote the answers
         try:
@@ -133,10 +139,9 @@ def _evaluate(args) -> int:
         except RunFileError as exc:
             raise CommandError(f"{exc}; give --model_type to evaluate without it") from exc
         args.model_type = model_type_of(config or {})
+    args.all = args.all or args.agg_func is None  # no setting named: every one, each labelled
     if args.all:
         settings = list(ALL_SETTINGS)
-    elif args.agg_func is None:
-        raise CommandError("--agg_func is required (min, prod, mean, last or majority_vote), or give --all")
     else:
         weighted = args.weighted and args.agg_func == "majority_vote"
         if weighted and args.weight_agg is None:
