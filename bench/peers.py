@@ -41,15 +41,14 @@ What is the same, and what is not (docs/results.md reads the table):
   together (llama-cpp-python's, --server_engine llamacpp, one request at a time).
 * Runs do not resume: each method's run directory under --out is replaced (the figures are timings).
 
-Time: the check above took 11 min for six methods with llama-cpp-python's server (one thread) on 2 cores
-another benchmark kept busy; the full run generates about 27 times the tokens (13x the problems, twice
-the width) for seven methods: about 5 h there. Our server batches the requests in flight: an ETS search
-at width 4 ran 2.6x faster over it than over llama-cpp-python's, with one thread each (docs/serving.md,
-our policy server); more at a larger width. On a busy machine pass --server_threads 1.
+Time: 40 problems at width 4, the seven rows, took 54 min with our server on one thread, on 2 cores
+shared with another benchmark (docs/results.md); width 8 about doubles it. On a busy machine pass
+--server_threads 1.
 
     pip install -e ".[peers]"        # its-hub 1.2.0 with its LM extra; not part of `make install`
-    python bench/peers.py                              # the full comparison: 40 problems, width 8 (~5 h, see below)
-    python bench/peers.py --problems 3 --width 4 --no-record   # a check (~13 min)
+    python bench/peers.py --problems 40 --width 4      # the comparison on docs/results.md (~1 h)
+    python bench/peers.py                              # 40 problems, width 8 (~2 h)
+    python bench/peers.py --problems 3 --width 4 --no-record   # a check (a few minutes)
     python bench/peers.py --policy_host URL            # a policy server already running (serving the config's model)
 """
 
