@@ -54,7 +54,7 @@ from ets.backends.llamacpp.policy import matched_stop
 from ets.backends.llamacpp.weights import resolve_policy_model
 from ets.models import BUILTIN_POLICIES, DEFAULT_POLICY
 from ets.serve.reward_server import TOKEN_ENV, StartError, add_common_routes, bind, failed, read_body, run_app
-from ets.serve.search_server import Refused, add_error_handlers, number, parse_body, refuse_unsupported
+from ets.serve.search_server import Refused, add_error_handlers, number, one_prompt, parse_body, refuse_unsupported
 
 DEFAULT_PORT = 8011
 DEFAULT_N_CTX = 8192  # as the in-process policy of ets run
@@ -86,12 +86,7 @@ UNSUPPORTED = {
 
 
 def read_prompt(body: dict) -> str:
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise Refused(400, "prompt: expected one prompt as a string (one prompt a request; token ids are "
-                           "not read)", "prompt")
+    prompt = one_prompt(body, "one prompt as a string (one prompt a request; token ids are not read)")
     if not prompt:
         raise Refused(400, "prompt: empty", "prompt")
     return prompt

@@ -252,13 +252,18 @@ def question_of_chat(body: dict) -> str:
     return text_of(messages[users[-1]].get("content"), f"messages[{users[-1]}].content")
 
 
-def question_of_prompt(body: dict) -> str:
+def one_prompt(body: dict, expected: str) -> str:
+    """``/v1/completions``' ``prompt``: one string, or a list of exactly one; else 400 saying ``expected``."""
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if not isinstance(prompt, str):
-        raise Refused(400, "prompt: expected one question as a string (one search a request)", "prompt")
+        raise Refused(400, f"prompt: expected {expected}", "prompt")
     return prompt
+
+
+def question_of_prompt(body: dict) -> str:
+    return one_prompt(body, "one question as a string (one search a request)")
 
 
 def number(body: dict, name: str, kind: type) -> Any:
