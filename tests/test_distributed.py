@@ -102,6 +102,23 @@ def test_ray_run_equals_local_run(cluster, problems, tmp_path):
     assert json.loads((tmp_path / "local" / "run.json").read_text())["distributed"]["workers"] == 1
 
 
+def naming_factory(protocol):
+    """Scripted backends whose policy names the API it was asked through, as the HTTP policy does."""
+
+    def build(spec, cfg):
+        backends = build_backends(spec, cfg)
+        backends.policy.protocol = protocol
+        return backends
+
+    return build
+
+
+def test_ray_run_names_the_protocols_the_workers_used(cluster, problems, tmp_path):
+    protocol = "openai /v1/completions (vllm)"
+    run_problems_ray(problems[:3], config(), SPEC, tmp_path, num_workers=2, backend_factory=naming_factory(protocol))
+    assert json.loads((tmp_path / "run.json").read_text())["protocols"] == {"policy": protocol}
+
+
 def test_failing_problem_surfaces_then_resume_finishes_the_run(cluster, problems, tmp_path):
     cfg = config(num_threads=1)
     bad = problems[-1]  # fed last: at least 4 problems are finished (and recorded) before it starts

@@ -53,7 +53,7 @@ from ets.backends.factory import BackendSpec, build_backends
 from ets.config import SearchConfig
 from ets.datasets import Problem
 from ets.progress import Progress, as_progress
-from ets.runner import RunSummary, RunWriter
+from ets.runner import RunSummary, RunWriter, protocols_of
 from ets.search import SearchError, search
 
 INSTALL_HINT = "pip install 'ets[ray]'"
@@ -144,7 +144,8 @@ class SearchWorker:
                                       embedder=b.embedder, problem_id=problem.id)
             except (BackendError, SearchError) as exc:
                 return {"error": failure(exc)}
-        return {"result": result}
+        # the protocols with every result: the reward API is known once it answered, and a worker may die later
+        return {"result": result, "protocols": protocols_of(b)}
 
     async def close(self) -> None:
         """Close the HTTP connections of this worker's loop (no-op for other backends)."""
@@ -236,13 +237,14 @@ def run_problems_ray(
         _kill(ray, workers[used:])  # a resumed run may need fewer workers
         progress.message(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "
                          f"{config.num_threads} problems at once each")
-        _feed(ray, workers, todo, writer, pending, config.num_threads)
+        protocols = _feed(ray, workers, todo, writer, pending, config.num_threads)
     finally:
         for ref in list(pending):
             ray.cancel(ref)
         _kill(ray, workers)
         progress.close()  # a failed or interrupted run's bar too: the error line goes below it
-    return writer.finish(extra={"distributed": {"ray_address": where, "workers": used,
+    return writer.finish(extra={"protocols": protocols,
+                                "distributed": {"ray_address": where, "workers": used,
                                                 "nodes": sorted({w.node for w in workers[:used]})}})
 
 
@@ -308,9 +310,11 @@ def _kill(ray, workers: list[_Worker]) -> None:
 
 
 def _feed(ray, workers: list[_Worker], todo: list[Problem], writer: RunWriter,
-          pending: dict[Any, tuple[_Worker, Problem]], per_worker: int) -> None:
+          pending: dict[Any, tuple[_Worker, Problem]], per_worker: int) -> dict[str, str]:
+    """Search ``todo`` on the workers, recording each result; return the protocols the workers used."""
     queue: deque[Problem] = deque(todo)
     attempts: dict[int, int] = {}
+    protocols: dict[str, str] = {}
 
     def fill() -> None:
         for w in workers:
@@ -342,7 +346,9 @@ def _feed(ray, workers: list[_Worker], todo: list[Problem], writer: RunWriter,
             _drain_finished(ray, pending, writer)
             raise_failure(out["error"], w, f"problem {problem.id!r}")
         writer.record(problem, out["result"])
+        protocols.update(out["protocols"])
         fill()
+    return protocols
 
 
 def _drain_finished(ray, pending: dict[Any, tuple[_Worker, Problem]], writer: RunWriter) -> None:

@@ -462,10 +462,14 @@ async def _search_all(writer: RunWriter, todo: list[Problem], config: SearchConf
     finally:
         if watch:
             await watch.aclose()
-    protocols = {role: getattr(model, "protocol", None) for role, model in
-                 (("policy", backends.policy), ("reward", backends.reward))}
-    return writer.finish({"protocols": {role: p for role, p in protocols.items() if p}}, server=server,
-                         searched={p.id for p in todo})
+    return writer.finish({"protocols": protocols_of(backends)}, server=server, searched={p.id for p in todo})
+
+
+def protocols_of(backends: Backends) -> dict[str, str]:
+    """The API each role was asked through (run.json's ``protocols``): only HTTP backends name one."""
+    found = {role: getattr(model, "protocol", None) for role, model in
+             (("policy", backends.policy), ("reward", backends.reward))}
+    return {role: protocol for role, protocol in found.items() if protocol}
 
 
 RUN_SPAN = "run"  # the watch's span of the whole invocation
