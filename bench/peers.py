@@ -61,8 +61,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -78,6 +76,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from methods import BEST, METHODS, VOTE, _pct, run_method  # noqa: E402
+from servers import start_serve, stop_server  # noqa: E402
 
 from ets.backends.arithmetic import correct_arithmetic  # noqa: E402
 from ets.backends.base import Context, draw_stream  # noqa: E402
@@ -158,35 +157,11 @@ class CountingProxy:
 
 # ---------------------------------------------------------------- the policy server
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(model: str, threads: int, log: Path, engine: str = "ets") -> tuple[subprocess.Popen, str]:
     """``ets serve policy --engine ENGINE`` with the config's built-in model; its URL once it answers."""
-    log.parent.mkdir(parents=True, exist_ok=True)
     # --n_threads: llama-cpp-python's flag, which ours takes too
-    cmd = [sys.executable, "-m", "ets", "serve", "policy", "--engine", engine, "--model", model,
-           "--port", str(free_port()), "--served-model-name", model, "--", "--n_threads", str(threads)]
-    print(f"starting the policy server ({threads} threads; its log: {log})", file=sys.stderr)
-    with log.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        proc.wait()
-        raise SystemExit(f"the policy server did not start (exit {proc.returncode}); see {log}")
-    return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return start_serve(["policy", "--engine", engine, "--model", model, "--served-model-name", model,
+                        "--", "--n_threads", str(threads)], log)
 
 
 # ---------------------------------------------------------------- its-hub, on our policy and PRM

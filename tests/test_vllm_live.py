@@ -10,8 +10,9 @@ with the reason. ``ETS_VLLM_PYTHON`` and ``ETS_VLLM_MODEL`` point elsewhere."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
-import math
 import os
 import signal
 import subprocess
@@ -19,9 +20,9 @@ import sys
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
 
+from ets.datasets import load_problems
 from standins.servers import free_port
 
 pytestmark = pytest.mark.live_vllm
@@ -168,30 +169,24 @@ def test_policy_on_vllm(policy_url, tmp_path):
     assert str(stats["kv_cache_size"]) in table
 
 
-def pooling(url: str, text: str) -> list[float]:
-    answer = httpx.post(url + "/pooling", json={"model": PRM_NAME, "input": text}, timeout=60, trust_env=False)
-    answer.raise_for_status()
-    return answer.json()["data"][0]["data"]
-
-
-def prompt_logprob(url: str, text: str) -> float:
-    """The policy server's log-probability of ``text``'s last token after the rest (vLLM's prompt_logprobs)."""
-    answer = httpx.post(url + "/v1/completions", json={
-        "model": POLICY_NAME, "prompt": text, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0},
-        timeout=60, trust_env=False)
-    answer.raise_for_status()
-    last = answer.json()["choices"][0]["prompt_logprobs"][-1]  # {token id: {logprob, rank, ...}}: the prompt's token
-    return float(next(iter(last.values()))["logprob"])
+def load_prm_bench():
+    """bench/vllm_prm.py, whose two scorings the test runs on a few texts."""
+    spec = importlib.util.spec_from_file_location("bench_vllm_prm", REPO / "bench" / "vllm_prm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_prm_on_vllm_pooling_is_the_two_token_score(policy_url, reward_url):
     """The classifier vLLM makes of the model answers p(+) / (p(+) + p(-)) of the model itself: the same
-    figure from the policy server's log-probabilities of '+' and '-' after the text."""
-    text = "Tom has 3 apples and buys 2 more.\n3 + 2 = 5 apples. ки"
-    bad, good = pooling(reward_url, text)
-    assert abs(bad + good - 1) < 1e-5
-    lp_good, lp_bad = prompt_logprob(policy_url, text + "+"), prompt_logprob(policy_url, text + "-")
-    assert good == pytest.approx(1 / (1 + math.exp(lp_bad - lp_good)), abs=1e-3)
+    figure from the policy server's log-probabilities of '+' and '-' after the text (bench/vllm_prm.py's
+    two ways, on the reference solutions of two GSM8K problems cut after each step)."""
+    bench = load_prm_bench()
+    problems = load_problems("gsm8k", 2)
+    pooling, logprobs, largest, count = asyncio.run(bench.measure(problems, policy_url, reward_url))
+    assert count == sum(len(bench.solution_contexts(p)) for p in problems) >= 4
+    assert len(pooling) == len(logprobs) == 2 and min(pooling + logprobs) > 0
+    assert largest < 1e-3
 
 
 def test_prm_on_vllm(reward_url, tmp_path):
