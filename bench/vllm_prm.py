@@ -23,6 +23,7 @@ import asyncio
 import math
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from servers import start_serve, stop_server  # noqa: E402
+from servers import launch_serve, served_url, stop_server  # noqa: E402
 
 from ets.backends.base import Context  # noqa: E402
 from ets.backends.http import make_reward  # noqa: E402
@@ -107,17 +108,18 @@ def main(argv: list[str] | None = None) -> None:
     problems = load_problems("gsm8k", args.problems)
     out = Path(args.out)
     cores = sorted(os.sched_getaffinity(0))
-    servers = []
+    servers: dict[str, subprocess.Popen] = {}
     try:
         for role, name, core in (("policy", POLICY_NAME, cores[0]), ("reward", PRM_NAME, cores[-1])):
-            env = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": str(core)}
-            servers.append(start_serve([role, "--engine", "vllm", "--python", args.python, "--model", args.model,
-                                        "--served-model-name", name, "--wait", "900", "--", *ENGINE_ARGS],
-                                       out / f"{role}-server.log", env))
-        (policy, policy_url), (reward, reward_url) = servers
+            env = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": str(core)}  # started together
+            servers[role] = launch_serve([role, "--engine", "vllm", "--python", args.python, "--model", args.model,
+                                          "--served-model-name", name, "--wait", "900", "--", *ENGINE_ARGS],
+                                         out / f"{role}-server.log", env)
+        policy_url, reward_url = (served_url(servers[role], role, out / f"{role}-server.log")
+                                  for role in ("policy", "reward"))
         pooling, logprobs, largest, count = asyncio.run(measure(problems, policy_url, reward_url))
     finally:
-        for proc, _ in servers:
+        for proc in servers.values():
             stop_server(proc)
     ratio, low, high = ratio_interval(logprobs, pooling)
     print(f"a math-shepherd-style PRM on vLLM (the stand-in: SmolLM2-135M, float32, one core a server); "
