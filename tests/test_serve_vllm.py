@@ -33,7 +33,8 @@ def test_vllm_policy_has_prefix_caching_and_cached_token_details(capsys):
 
 
 def test_sglang_policy_reports_cached_tokens(capsys):
-    assert "--enable-cache-report" in dry(capsys, "policy", "--engine", "sglang", "--model", "org/model")
+    policy = dry(capsys, "policy", "--engine", "sglang", "--model", "org/model")
+    assert "--enable-cache-report" in policy and "--enable-metrics" in policy
     assert "--enable-cache-report" not in dry(capsys, "reward", "--engine", "sglang", "--model", "org/prm")
 
 
@@ -116,6 +117,26 @@ def test_metrics_are_summed_over_engines_and_the_usage_is_the_highest():
     assert parse_metrics(METRICS) == {"kv_cache_usage": 0.5, "prefix_cache_queries": 1500.0,
                                       "prefix_cache_hits": 1000.0}
     assert parse_metrics("# nothing of vLLM\nprocess_cpu_seconds_total 3.0\n") == {}
+
+
+# SGLang's documented /metrics (docs "Production Metrics"; collector.py's names), --enable-metrics on
+SGLANG_METRICS = """# HELP sglang:prompt_tokens_total Number of prefill tokens processed.
+# TYPE sglang:prompt_tokens_total counter
+sglang:prompt_tokens_total{model_name="meta-llama/Llama-3.1-8B-Instruct"} 8.128902e+06
+sglang:generation_tokens_total{model_name="meta-llama/Llama-3.1-8B-Instruct"} 7.557572e+06
+# HELP sglang:token_usage The token usage
+# TYPE sglang:token_usage gauge
+sglang:token_usage{model_name="meta-llama/Llama-3.1-8B-Instruct"} 0.28
+sglang:cache_hit_rate{model_name="meta-llama/Llama-3.1-8B-Instruct"} 0.007507552643049313
+# TYPE sglang:cached_tokens_total counter
+sglang:cached_tokens_total{model_name="meta-llama/Llama-3.1-8B-Instruct"} 6.1e+04
+sglang:cached_tokens_created{model_name="meta-llama/Llama-3.1-8B-Instruct"} 1.7e9
+"""
+
+
+def test_sglang_metrics_are_the_same_three_figures():
+    assert parse_metrics(SGLANG_METRICS) == {"kv_cache_usage": 0.28, "prefix_cache_queries": 8.128902e6,
+                                             "prefix_cache_hits": 6.1e4}
 
 
 def test_server_watch_counts_a_span_and_its_peak(monkeypatch):

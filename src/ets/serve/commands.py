@@ -136,8 +136,8 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     elif engine == "sglang":
         cmd = [py, "-m", "sglang.launch_server", "--model-path", model,
                "--host", args.host, "--port", str(args.port), "--trust-remote-code"]
-        if role == "policy":  # the radix cache is on by default; its answers say what it served only with this
-            cmd += ["--enable-cache-report"]
+        if role == "policy":  # the radix cache is on by default; its answers say what it served only with this,
+            cmd += ["--enable-cache-report", "--enable-metrics"]  # and /metrics has its counters only with that
         if args.tp != 1:
             cmd += ["--tp-size", str(args.tp)]
         if args.mem_fraction is not None:

@@ -6,7 +6,12 @@ vLLM's Prometheus ``GET /metrics`` (``vllm/v1/metrics/loggers.py``) has, per eng
 * ``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits`` -- counters, in prompt tokens looked up in
   the prefix cache and found there (Prometheus names a counter's sample ``..._total``).
 
-A :class:`ServerWatch` reads them from every vLLM server of a run: the counters' growth while a problem is
+SGLang's (``--enable-metrics``; ``python/sglang/srt/metrics/collector.py``) are the same three under other
+names: ``sglang:token_usage`` (a gauge, the share of the KV-cache pool in use), and the counters
+``sglang:prompt_tokens_total`` and ``sglang:cached_tokens_total`` (each finished request adds its prompt
+tokens and the cached ones among them). They are read from SGLang's documented shapes: no SGLang runs here.
+
+A :class:`ServerWatch` reads them from every vLLM or SGLang server of a run: the counters' growth while a problem is
 searched (problems searched at once share a server, so their spans overlap and each counts the others'
 requests too), and the highest KV-cache usage seen meanwhile, polled every ``interval`` seconds. The
 figures go into the problem's :class:`~ets.stats.SearchStats` as ``server_*``.
@@ -25,6 +30,9 @@ METRICS = {
     "vllm:kv_cache_usage_perc": "kv_cache_usage",
     "vllm:prefix_cache_queries_total": "prefix_cache_queries",
     "vllm:prefix_cache_hits_total": "prefix_cache_hits",
+    "sglang:token_usage": "kv_cache_usage",
+    "sglang:prompt_tokens_total": "prefix_cache_queries",
+    "sglang:cached_tokens_total": "prefix_cache_hits",
 }
 
 
