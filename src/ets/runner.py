@@ -477,7 +477,7 @@ RUN_SPAN = "run"  # the watch's span of the whole invocation
 
 async def server_watch(policy: Policy):
     """A :class:`~ets.backends.http.metrics.ServerWatch` of the policy's servers when they report KV figures
-    (vLLM's /metrics), else None."""
+    (vLLM's or SGLang's /metrics), else None."""
     hosts = getattr(policy, "hosts", None)
     if not hosts:
         return None

@@ -31,7 +31,7 @@ class SearchStats:
     prompt_tokens_reused: int = 0  # prefix tokens served from the policy's cache
     expansions: int = 0  # policy requests (one per expanded node)
     time: float = 0.0  # seconds
-    # what the policy server reports about itself (vLLM's /metrics; 0 where it does not): prompt tokens it looked
+    # what the policy server reports about itself (vLLM's or SGLang's /metrics; 0 where it does not): prompt tokens it looked
     # up in its prefix cache and found there while the problem was searched, and the highest share of its
     # KV-cache blocks in use (ets.backends.http.metrics)
     server_prefix_cache_queries: int = 0

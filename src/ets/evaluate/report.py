@@ -58,7 +58,7 @@ PLOTS = (
 )
 
 STAT_FIELDS = ("kv_cache_size", "prompt_tokens_reused", "tokens_generated", "model_calls", "time")
-# the policy server's own figures (vLLM's /metrics), shown when a run has them, beside the selection's KV figure
+# the policy server's own figures (vLLM's or SGLang's /metrics), shown when a run has them, beside the selection's KV figure
 SERVER_FIELDS = ("server_prefix_cache_hits", "server_prefix_cache_queries", "server_kv_cache_usage_peak")
 SERVER_HEADS = ("server prefix hits", "server prefix queries", "server KV peak (%)")
 
@@ -334,7 +334,7 @@ def render_markdown(rows: Sequence[RunRow], metric: str) -> str:
         "MV = majority vote; WMV = majority vote weighted by that aggregate. KV cache = the KV-cache size "
         "proxy (tokens, summed over selection calls; see docs/algorithm.md#the-kv-cache-figure); "
         f"prefix reused = prompt tokens served from the prefix cache. Plots show {metric}.\n"
-        + ("Server prefix hits / queries = prompt tokens the policy server (vLLM) found in / looked up in its "
+        + ("Server prefix hits / queries = prompt tokens the policy server (vLLM, SGLang) found in / looked up in its "
            "prefix cache, by its own counters; server KV peak = the highest share of its KV-cache blocks in use "
            "(docs/serving.md#the-servers-own-kv-figures).\n" if server_fields(rows) else "")
     )

@@ -38,9 +38,16 @@ METRICS = {
 
 def parse_metrics(text: str) -> dict[str, float]:
     """The figures of :data:`METRICS` from a Prometheus text answer: counters summed over the samples of
-    every label set (one per engine), the usage gauge their highest."""
+    every label set (one per engine; 0 for one declared without samples yet), the usage gauge their highest."""
     found: dict[str, float] = {}
     for line in text.splitlines():
+        if line.startswith("# TYPE ") and line.endswith(" counter"):
+            # a counter declared before its first sample (SGLang's appear with the first finished request): 0
+            name = line.split()[2]
+            key = METRICS.get(name) or METRICS.get(name + "_total")
+            if key is not None:
+                found.setdefault(key, 0.0)
+            continue
         if not line or line.startswith("#"):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
