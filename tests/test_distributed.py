@@ -117,6 +117,9 @@ def test_ray_run_names_the_protocols_the_workers_used(cluster, problems, tmp_pat
     protocol = "openai /v1/completions (vllm)"
     run_problems_ray(problems[:3], config(), SPEC, tmp_path, num_workers=2, backend_factory=naming_factory(protocol))
     assert json.loads((tmp_path / "run.json").read_text())["protocols"] == {"policy": protocol}
+    # a resumed run with nothing left to search still names them (from the workers' start)
+    run_problems_ray(problems[:3], config(), SPEC, tmp_path, num_workers=2, backend_factory=naming_factory(protocol))
+    assert json.loads((tmp_path / "run.json").read_text())["protocols"] == {"policy": protocol}
 
 
 def test_failing_problem_surfaces_then_resume_finishes_the_run(cluster, problems, tmp_path):

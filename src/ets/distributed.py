@@ -119,7 +119,7 @@ class SearchWorker:
         self.gate: asyncio.Semaphore | None = None
 
     async def setup(self) -> dict[str, Any]:
-        """Build the backends (once); return the description, or the failure, and the node."""
+        """Build the backends (once); return their description and protocols, or the failure, and the node."""
         if self.backends is None:
             backends = None
             try:
@@ -131,7 +131,8 @@ class SearchWorker:
                     await backends.aclose()  # the connections its server checks opened
                 return {"node": self.node, "error": failure(exc)}
             self.backends = backends
-        return {"node": self.node, "description": self.backends.description}
+        return {"node": self.node, "description": self.backends.description,
+                "protocols": protocols_of(self.backends)}
 
     async def search(self, problem: Problem) -> dict[str, Any]:
         if self.gate is None:  # made in the actor's own event loop
@@ -229,15 +230,18 @@ def run_problems_ray(
     workers = _spawn_workers(ray, num_workers, len(problems), spec, config, backend_factory)
     pending: dict[Any, tuple[_Worker, Problem]] = {}
     try:
-        description = _setup(ray, workers, progress.message)
-        writer = RunWriter(run_dir, config, description, problems, answers_name=answers_name, progress=progress)
+        started_worker = _setup(ray, workers, progress.message)
+        writer = RunWriter(run_dir, config, started_worker["description"], problems, answers_name=answers_name,
+                           progress=progress)
         writer.started, writer.started_at = started, started_at  # the run's wall time includes Ray's start
         todo = writer.resume(enabled=resume)
         used = max(1, min(len(workers), len(todo)))
         _kill(ray, workers[used:])  # a resumed run may need fewer workers
         progress.message(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "
                          f"{config.num_threads} problems at once each")
-        protocols = _feed(ray, workers, todo, writer, pending, config.num_threads)
+        # as the workers found them at start (a resumed run may search nothing), then as they used them
+        protocols = {**started_worker.get("protocols", {}),
+                     **_feed(ray, workers, todo, writer, pending, config.num_threads)}
     finally:
         for ref in list(pending):
             ray.cancel(ref)
@@ -266,7 +270,8 @@ def _spawn_workers(ray, num_workers: int | None, num_problems: int, spec: Backen
 
 
 def _setup(ray, workers: list[_Worker], log: Callable[[str], None], every: float = 60.0) -> dict[str, Any]:
-    """Every worker builds its backends; return worker 0's description (the fingerprint's).
+    """Every worker builds its backends; return worker 0's setup answer: its description (the fingerprint's)
+    and protocols.
 
     Loading models can take minutes, so there is no deadline; a line every
     ``every`` seconds says how many workers are still waiting (an actor the
@@ -288,7 +293,7 @@ def _setup(ray, workers: list[_Worker], log: Callable[[str], None], every: float
         if waiting and not ready:
             log(f"ray: {len(outcomes)} of {len(workers)} workers ready; waiting for the others "
                 f"(building their backends, or no free CPU for them in the cluster)")
-    return outcomes[0]["description"]
+    return outcomes[0]
 
 
 def _kill(ray, workers: list[_Worker]) -> None:
@@ -346,7 +351,7 @@ def _feed(ray, workers: list[_Worker], todo: list[Problem], writer: RunWriter,
             _drain_finished(ray, pending, writer)
             raise_failure(out["error"], w, f"problem {problem.id!r}")
         writer.record(problem, out["result"])
-        protocols.update(out["protocols"])
+        protocols.update(out.get("protocols", {}))  # a worker on a node with an older ets sends none
         fill()
     return protocols
 
