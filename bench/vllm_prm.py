@@ -9,10 +9,11 @@ prompt log-probabilities of the judgement tokens on a plain server (``/v1/comple
 The stand-in PRM is the built-in SmolLM2-135M as a math-shepherd-style PRM (its '+' and '-' tokens read
 after the step tag), the model the live tests use. The texts are the reference solutions of the first
 GSM8K test problems cut after each of their steps, in math-shepherd's form (each step ending with
-``ки``), and each problem's texts are scored at once, as a search scores a depth's children: a
-problem's scoring is timed one way, then the other (which first alternates from problem to problem),
-and the ratio of the two ways' times is paired over the problems. Both servers are up throughout, each
-on a core of its own; only one is asked at a time. Prints the seconds per score each way, the ratio with
+``ки``), and each problem's texts (nested prefixes of one solution) are sent at once, as a search sends
+a batch of scores: a problem's scoring is timed one way, then the other (which first alternates from
+problem to problem), and the ratio of the two ways' times is paired over the problems. Both servers are
+up throughout, each on a core of its own (so a difference between the cores' other load is not
+cancelled); only one is asked at a time. Prints the seconds per score each way, the ratio with
 its 95 % interval and the largest difference between the two scores of a text.
 """
 
@@ -56,10 +57,10 @@ def solution_contexts(problem) -> list[Context]:
     return [Context(problem.question, prompt, tuple(steps[:depth])) for depth in range(1, len(steps) + 1)]
 
 
-async def logprob_score(client: httpx.AsyncClient, url: str, text: str) -> float:
+async def logprob_score(client: httpx.AsyncClient, url: str, model: str, text: str) -> float:
     """p('+') / (p('+') + p('-')) after ``text``, from the prompt log-probabilities of both endings."""
     answer = await client.post(url + "/v1/completions", json={
-        "model": POLICY_NAME, "prompt": [text + "+", text + "-"], "max_tokens": 1, "temperature": 0,
+        "model": model, "prompt": [text + "+", text + "-"], "max_tokens": 1, "temperature": 0,
         "prompt_logprobs": 0})
     answer.raise_for_status()
     # a choice per prompt (its index); each prompt's last entry: {token id: {logprob, ...}}
@@ -68,14 +69,16 @@ async def logprob_score(client: httpx.AsyncClient, url: str, text: str) -> float
     return 1.0 / (1.0 + math.exp(bad - good))
 
 
-async def measure(problems, policy_url: str, reward_url: str) -> tuple[list[float], list[float], float, int]:
+async def measure(problems, policy_url: str, reward_url: str, *, policy_name: str = POLICY_NAME,
+                  prm_name: str = PRM_NAME) -> tuple[list[float], list[float], float, int]:
     """Per problem the seconds of its scoring through /pooling and through prompt logprobs; the largest
-    difference of a text's two scores; the number of scores."""
-    reward = make_reward(reward_url, api="vllm", reward_model_type="mistral", model=PRM_NAME, timeout=300)
+    difference of a text's two scores; the number of scores. The names: the served models'."""
+    reward = make_reward(reward_url, api="vllm", reward_model_type="mistral", model=prm_name, timeout=300)
     await reward.start()
     pooling_times, logprob_times, largest, count = [], [], 0.0, 0
     async with httpx.AsyncClient(timeout=300, trust_env=False) as client:
-        await logprob_score(client, policy_url, "warm up")  # each server's first request compiles kernels
+        # each server's first request compiles its kernels
+        await logprob_score(client, policy_url, policy_name, "warm up")
         await reward.score([Context("warm up", "warm up\n", ("Step 1: up ки",))])
         for i, problem in enumerate(problems):
             contexts = solution_contexts(problem)
@@ -85,12 +88,13 @@ async def measure(problems, policy_url: str, reward_url: str) -> tuple[list[floa
                 if way == "pooling":
                     scores = await reward.score(contexts)
                 else:
-                    scores = await asyncio.gather(*[logprob_score(client, policy_url, step_tag_text(c))
+                    scores = await asyncio.gather(*[logprob_score(client, policy_url, policy_name, step_tag_text(c))
                                                     for c in contexts])
                 timed[way] = (time.perf_counter() - started, scores)
             pooling_times.append(timed["pooling"][0])
             logprob_times.append(timed["logprobs"][0])
-            largest = max([largest, *(abs(a - b) for a, b in zip(timed["pooling"][1], timed["logprobs"][1]))])
+            largest = max([largest, *(abs(a - b) for a, b in zip(timed["pooling"][1], timed["logprobs"][1],
+                                                                 strict=True))])
             count += len(contexts)
     await reward.aclose()
     return pooling_times, logprob_times, largest, count
