@@ -125,11 +125,16 @@ def reached(problems) -> list[bool]:
 
 def kv_by_problem(run_dir: Path) -> dict[int, int]:
     """Each problem's KV-cache figure, as its tree (the run's checkpoint) records it."""
+    return stat_by_problem(run_dir, "kv_cache_size")
+
+
+def stat_by_problem(run_dir: Path, name: str) -> dict[int, float]:
+    """Each problem's search statistic ``name`` (a SearchStats field), as its tree records it."""
     out = {}
     for path in checkpoint_files(run_dir / "trees"):
         saved, _ = read_checkpoint(path)
         if saved is not None:
-            out[int(CHECKPOINT_NAME.fullmatch(path.name).group(1))] = saved["stats"]["kv_cache_size"]
+            out[int(CHECKPOINT_NAME.fullmatch(path.name).group(1))] = saved["stats"][name]
     return out
 
 
