@@ -145,8 +145,7 @@ class SearchWorker:
                                       embedder=b.embedder, problem_id=problem.id)
             except (BackendError, SearchError) as exc:
                 return {"error": failure(exc)}
-        # the protocols with every result: the reward API is known once it answered, and a worker may die later
-        return {"result": result, "protocols": protocols_of(b)}
+        return {"result": result}
 
     async def close(self) -> None:
         """Close the HTTP connections of this worker's loop (no-op for other backends)."""
@@ -239,15 +238,14 @@ def run_problems_ray(
         _kill(ray, workers[used:])  # a resumed run may need fewer workers
         progress.message(f"ray ({where}): {used} workers on {len({w.node for w in workers[:used]})} node(s), "
                          f"{config.num_threads} problems at once each")
-        # as the workers found them at start (a resumed run may search nothing), then as they used them
-        protocols = {**started_worker.get("protocols", {}),
-                     **_feed(ray, workers, todo, writer, pending, config.num_threads)}
+        _feed(ray, workers, todo, writer, pending, config.num_threads)
     finally:
         for ref in list(pending):
             ray.cancel(ref)
         _kill(ray, workers)
         progress.close()  # a failed or interrupted run's bar too: the error line goes below it
-    return writer.finish(extra={"protocols": protocols,
+    # the APIs are found while the backends start (their server checks): worker 0's name them for the run
+    return writer.finish(extra={"protocols": started_worker.get("protocols", {}),
                                 "distributed": {"ray_address": where, "workers": used,
                                                 "nodes": sorted({w.node for w in workers[:used]})}})
 
@@ -315,11 +313,9 @@ def _kill(ray, workers: list[_Worker]) -> None:
 
 
 def _feed(ray, workers: list[_Worker], todo: list[Problem], writer: RunWriter,
-          pending: dict[Any, tuple[_Worker, Problem]], per_worker: int) -> dict[str, str]:
-    """Search ``todo`` on the workers, recording each result; return the protocols the workers used."""
+          pending: dict[Any, tuple[_Worker, Problem]], per_worker: int) -> None:
     queue: deque[Problem] = deque(todo)
     attempts: dict[int, int] = {}
-    protocols: dict[str, str] = {}
 
     def fill() -> None:
         for w in workers:
@@ -351,9 +347,7 @@ def _feed(ray, workers: list[_Worker], todo: list[Problem], writer: RunWriter,
             _drain_finished(ray, pending, writer)
             raise_failure(out["error"], w, f"problem {problem.id!r}")
         writer.record(problem, out["result"])
-        protocols.update(out.get("protocols", {}))  # a worker on a node with an older ets sends none
         fill()
-    return protocols
 
 
 def _drain_finished(ray, pending: dict[Any, tuple[_Worker, Problem]], writer: RunWriter) -> None:
