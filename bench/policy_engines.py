@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from methods import VOTE, Row, _pct, run_method, stat_by_problem  # noqa: E402
+from methods import METHODS, Row, _pct, run_method, stat_by_problem  # noqa: E402
 from servers import start_serve, stop_server  # noqa: E402
 
 from ets.backends.factory import BackendSpec, build_backends  # noqa: E402
@@ -33,21 +33,25 @@ from ets.backends.llamacpp.library import default_threads  # noqa: E402
 from ets.config import SearchConfig  # noqa: E402
 from ets.datasets import load_problems  # noqa: E402
 from ets.evaluate.intervals import ratio_interval, wilson_interval  # noqa: E402
+from ets.models import DEFAULT_POLICY  # noqa: E402
 
 ENGINES = ("ets", "llamacpp")
-METHOD_OF = {"softmax_costmodel": "ets", "softmax": "rebase", "best_of_n": "best_of_n",
-             "beam_search": "beam_search", "dvts": "dvts", "particle_filtering": "particle_filtering"}
+
+
+def method_of(config: SearchConfig) -> str:
+    """bench/methods.py's name of the config's method (the one that sets only its select_method)."""
+    return next(name for name, changes in METHODS.items() if changes == {"select_method": config.select_method})
 
 
 async def search_on(engine: str, problems, base: SearchConfig, threads: int, out: Path) -> Row:
     """The config's search over HTTP against ``ets serve policy --engine ENGINE`` with the built-in policy."""
-    model = base.policy_model or "smollm2-135m"
+    model = base.policy_model or DEFAULT_POLICY
     # --n_threads: llama-cpp-python's flag, which ours takes too
     proc, url = start_serve(["policy", "--engine", engine, "--model", model, "--served-model-name", model,
                              "--", "--n_threads", str(threads)], out / f"{engine}-server.log")
     backends = build_backends(BackendSpec(policy_hosts=(url,)), base, log=lambda m: print(m, file=sys.stderr))
     try:
-        return await run_method(METHOD_OF[base.select_method], base.width, problems, base, backends, out / engine,
+        return await run_method(method_of(base), base.width, problems, base, backends, out / engine,
                                 base.format_name)
     finally:
         await backends.aclose()
@@ -83,7 +87,7 @@ async def main_async(args) -> None:
         print(f"{engine}: done in {rows[engine].stats['time']:.0f}s", file=sys.stderr)
     print(f"{len(problems)} problems of {args.dataset}; config {args.config} ({base.select_method}, width "
           f"{base.width}, {base.num_threads} problems at once); seed {base.seed}; "
-          f"ets serve policy --model {base.policy_model or 'smollm2-135m'}, {args.threads} llama.cpp threads")
+          f"ets serve policy --model {base.policy_model or DEFAULT_POLICY}, {args.threads} llama.cpp threads")
     print(render(rows))
     print(f"\nruns and server logs in {out}")
 
